@@ -1,0 +1,1 @@
+"""moofa: memory-optimized once-for-all networks for microcontrollers."""

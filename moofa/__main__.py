@@ -1,0 +1,5 @@
+import sys
+
+from moofa.cli import main
+
+sys.exit(main())

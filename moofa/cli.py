@@ -1,0 +1,193 @@
+"""The ``moofa`` and ``moofa-deploy`` commands.
+
+Thin by design: parse flags, call library functions, print, set the exit code. Exit codes are a
+contract (ARCHITECTURE.md): 0 success / fits, 1 ran fine but the model does not fit, 2 bad input
+or usage, reported in one line on stderr (a traceback only with ``--debug``). Heavy imports
+(TensorFlow, torch) happen inside the subcommand that needs them, so ``moofa verify`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_DOES_NOT_FIT, EXIT_BAD_INPUT = 0, 1, 2
+
+DESCRIPTION = """\
+moofa: fit neural networks into microcontrollers.
+
+Peak SRAM on a microcontroller is the TensorFlow Lite Micro tensor arena. moofa predicts it
+byte for byte from a .tflite file (the same greedy plan TFLM makes, plus its persistent
+allocations), checks it against a board's SRAM and flash, and can confirm it by running the
+real TFLM interpreter.
+
+examples:
+  moofa targets                                    list the boards moofa knows
+  moofa verify model.tflite --target nucleo-f746zg
+  moofa verify model.tflite --target f746,pico --json
+  moofa verify model.tflite --all-targets --junit fit.xml   # for CI: exit 1 if it does not fit
+  moofa verify model.tflite --target host --measure         # predicted next to TFLM-measured
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors in one line with exit code 2."""
+
+    def error(self, message: str):  # noqa: D401
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _add_verify(sub) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="check that a .tflite model fits one or more boards",
+        description=(
+            "Predict the TFLM arena (head + tail) of MODEL and check SRAM and flash against each "
+            "board: SRAM fits when arena + reserved RAM <= the board's arena region, flash fits "
+            "when model bytes + reserved flash <= flash. Exit 0 when it fits every board, 1 when "
+            "it does not fit one, 2 on bad input."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", help="path to a .tflite file (int8, int16 or float32)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--target", "-t", help="board name, alias or .toml path; several separated by commas")
+    g.add_argument("--all-targets", action="store_true", help="check every board in the database")
+    p.add_argument("--json", action="store_true", help="print one JSON object (keys as in ARCHITECTURE.md)")
+    p.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report, one test case per board")
+    p.add_argument(
+        "--measure",
+        action="store_true",
+        help="also run the real TFLM interpreter (tflite-micro, 64-bit host, in a subprocess) and "
+        "report its measured head and tail next to the prediction",
+    )
+    p.add_argument("--plan", action="store_true", help="print the arena plan as a picture (one row per op)")
+
+
+def _add_targets(sub) -> None:
+    p = sub.add_parser("targets", help="list the boards in the database", description="List the boards moofa knows (targets/*.toml).")
+    p.add_argument("--json", action="store_true", help="print a JSON list with every field and its source")
+
+
+def _add_layout(sub) -> None:
+    p = sub.add_parser(
+        "layout",
+        help="print a supernet layout's widths, strides and per-stage memory",
+        description="Print the OFA or the memory-balanced MOOFA layout for an input size.",
+    )
+    p.add_argument("name", help="layout: ofa or moofa")
+    p.add_argument("--resolution", "-r", type=int, default=224, help="input height and width (default 224)")
+    p.add_argument("--channels", "-c", type=int, default=3, help="input channels (default 3)")
+    p.add_argument("--memory", choices=("paper", "sram"), default="paper", help="memory definition to balance (default paper)")
+    p.add_argument("--json", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="moofa", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    _add_targets(sub)
+    _add_verify(sub)
+    _add_layout(sub)
+    return parser
+
+
+def _cmd_targets(args) -> int:
+    from toolchain.targets import all_targets
+
+    targets = all_targets()
+    if args.json:
+        print(json.dumps([t.to_dict() for t in targets], indent=2))
+        return EXIT_OK
+    rows = [("name", "mcu", "core", "SRAM KiB", "arena KiB", "flash KiB", "kernels", "aliases")]
+    for t in targets:
+        rows.append((t.name, t.mcu.split(" (")[0], t.core, str(t.sram_bytes // 1024), str(t.arena_region_bytes // 1024),
+                     str(t.flash_bytes // 1024), t.kernel_library, ", ".join(t.aliases[:3])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.rjust(w) if c.isdigit() or c.endswith("KiB") else c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return EXIT_OK
+
+
+def _cmd_verify(args) -> int:
+    from toolchain.targets import all_targets, resolve_targets
+    from toolchain.verify import format_table, junit_xml, verify_model
+
+    targets = all_targets() if args.all_targets else resolve_targets(args.target)
+    v = verify_model(args.model, targets, measure=args.measure)
+    if args.junit:
+        _write_atomically(Path(args.junit), junit_xml(v))
+    if args.json:
+        print(json.dumps(v.to_dict(), indent=2))
+    else:
+        print(format_table(v))
+        if args.plan:
+            print(v.results[0].estimate.plan.render())
+    return EXIT_OK if v.fits else EXIT_DOES_NOT_FIT
+
+
+def _cmd_layout(args) -> int:
+    from moofa.layouts import layout_command
+
+    print(layout_command(args.name, args.resolution, args.channels, args.memory, args.json))
+    return EXIT_OK
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    from toolchain.errors import InputError
+
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise InputError(f"{path}: cannot write: {e.strerror}") from None
+
+
+def run(argv: list[str] | None, parser: argparse.ArgumentParser, commands: dict) -> int:
+    """Parse, dispatch and map errors to exit codes."""
+    from toolchain.errors import InputError
+
+    args = parser.parse_args(argv)
+    try:
+        return commands[args.command](args)
+    except InputError as e:
+        if getattr(args, "debug", False):
+            raise
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    commands = {"targets": _cmd_targets, "verify": _cmd_verify, "layout": _cmd_layout}
+    return run(argv, build_parser(), commands)
+
+
+def deploy_main(argv: list[str] | None = None) -> int:
+    parser = _Parser(
+        prog="moofa-deploy",
+        description="Search, export, verify and generate firmware for a board (coming: the deploy issue).",
+    )
+    parser.add_argument("--target", "-t", help="board name, alias or .toml path")
+    parser.add_argument("--out", help="output folder")
+    parser.add_argument("--debug", action="store_true")
+    parser.parse_args(argv)
+    print(
+        "moofa-deploy: not available yet: search -> export -> firmware lands with the deploy issue; "
+        "today use `moofa verify MODEL.tflite --target BOARD`",
+        file=sys.stderr,
+    )
+    return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

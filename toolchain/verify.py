@@ -1,0 +1,219 @@
+"""Does a model fit a board? The check behind ``moofa verify`` and ``moofa-deploy``.
+
+SRAM fits when ``arena (head + tail) + the board's reserved RAM <= the arena region`` (the
+largest contiguous SRAM block the arena can live in); flash fits when
+``model bytes + reserved flash <= flash``. Keys follow ARCHITECTURE.md's contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from toolchain.graph import Graph
+from toolchain.memory import ArenaEstimate, estimate_for_target
+from toolchain.tflite_reader import parse_model
+from toolchain.errors import InputError
+
+MEASURED_ON = "tflite-micro host interpreter (64-bit, reference kernels)"
+
+
+@dataclass
+class TargetResult:
+    target: object  # toolchain.targets.Target
+    estimate: ArenaEstimate
+    model_bytes: int
+
+    @property
+    def sram_used_bytes(self) -> int:
+        return self.estimate.arena_bytes + self.target.reserved_ram_bytes
+
+    @property
+    def flash_used_bytes(self) -> int:
+        return self.model_bytes + self.target.reserved_flash_bytes
+
+    @property
+    def sram_fits(self) -> bool:
+        return self.sram_used_bytes <= self.target.arena_region_bytes
+
+    @property
+    def flash_fits(self) -> bool:
+        return self.flash_used_bytes <= self.target.flash_bytes
+
+    @property
+    def fits(self) -> bool:
+        return self.sram_fits and self.flash_fits
+
+    def sram_dict(self) -> dict:
+        d = self.estimate.to_dict()
+        d.update(
+            reserved_bytes=self.target.reserved_ram_bytes,
+            budget_bytes=self.target.arena_region_bytes,
+            used_bytes=self.sram_used_bytes,
+            headroom_bytes=self.target.arena_region_bytes - self.sram_used_bytes,
+            fits=self.sram_fits,
+        )
+        return d
+
+    def flash_dict(self) -> dict:
+        return {
+            "model_bytes": self.model_bytes,
+            "reserved_bytes": self.target.reserved_flash_bytes,
+            "budget_bytes": self.target.flash_bytes,
+            "used_bytes": self.flash_used_bytes,
+            "headroom_bytes": self.target.flash_bytes - self.flash_used_bytes,
+            "fits": self.flash_fits,
+        }
+
+
+@dataclass
+class Verification:
+    model: str
+    graph: Graph
+    results: list[TargetResult]
+    measured: object | None = None  # toolchain.tflm_measure.Measurement
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fits(self) -> bool:
+        return all(r.fits for r in self.results)
+
+    @property
+    def agrees(self) -> bool:
+        """Predicted and measured arena agree for the host build (True when not measured)."""
+        if self.measured is None:
+            return True
+        return all(
+            (r.estimate.arena_head_bytes, r.estimate.arena_tail_bytes)
+            == (self.measured.arena_head_bytes, self.measured.arena_tail_bytes)
+            for r in self.results
+            if r.target.pointer_bytes == 8 and r.target.kernel_library == "reference"
+        )
+
+    def to_dict(self) -> dict:
+        targets = []
+        for r in self.results:
+            entry = {"target": r.target.name, "fits": r.fits, "sram": r.sram_dict(), "flash": r.flash_dict()}
+            if self.measured is not None:
+                entry["measured"] = {
+                    "arena_head_bytes": self.measured.arena_head_bytes,
+                    "arena_tail_bytes": self.measured.arena_tail_bytes,
+                    "measured_on": MEASURED_ON,
+                }
+            targets.append(entry)
+        out = {
+            "model": self.model,
+            "ops": len(self.graph.ops),
+            "op_kinds": self.graph.op_kinds,
+            "offline_plan": self.graph.offline_offsets is not None,
+            "fits": self.fits,
+            "targets": targets,
+        }
+        if self.notes:
+            out["notes"] = self.notes
+        return out
+
+
+def verify_model(path: str | Path, targets: list, measure: bool = False) -> Verification:
+    """Predict (and optionally measure) the memory of the model at ``path`` on each target."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, expected a .tflite file") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read: {e.strerror}") from None
+    graph = parse_model(data, str(path))
+    results = [TargetResult(t, estimate_for_target(graph, t), len(data)) for t in targets]
+    notes = []
+    unknown = sorted({op.kind for op in graph.ops} - _known_kinds())
+    if unknown:
+        notes.append(
+            f"no measured tail figures for {', '.join(unknown)}: the tail uses a generous default for them"
+        )
+    measured = None
+    if measure:
+        from toolchain.tflm_measure import measure as tflm_measure
+
+        measured = tflm_measure(path)
+    return Verification(str(path), graph, results, measured, notes)
+
+
+def _known_kinds() -> set[str]:
+    from toolchain.persistent import HOST_KERNELS
+
+    return set(HOST_KERNELS)
+
+
+def format_table(v: Verification) -> str:
+    """The human-readable report of ``moofa verify``."""
+
+    def kib(n: int) -> str:
+        return f"{n / 1024:,.1f}"
+
+    lines = [f"{v.model}: {len(v.graph.ops)} ops ({', '.join(v.graph.op_kinds)})"]
+    if v.graph.offline_offsets is not None:
+        lines.append("  carries an offline arena plan (OfflineMemoryAllocation); predictions use it")
+    rows = [("target", "arena", "head", "tail", "reserved", "SRAM used", "of", "flash used", "of", "result")]
+    for r in v.results:
+        short = [x for x, ok in (("SRAM", r.sram_fits), ("flash", r.flash_fits)) if not ok]
+        e = r.estimate
+        rows.append(
+            (
+                r.target.name,
+                kib(e.arena_bytes),
+                kib(e.arena_head_bytes),
+                kib(e.arena_tail_bytes),
+                kib(r.target.reserved_ram_bytes),
+                kib(r.sram_used_bytes),
+                kib(r.target.arena_region_bytes),
+                kib(r.flash_used_bytes),
+                kib(r.target.flash_bytes),
+                "fits" if r.fits else f"DOES NOT FIT ({', '.join(short)})",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for k, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:-1], widths[1:-1])] + [row[-1]]
+        lines.append("  " + "  ".join(cells))
+        if k == 0:
+            lines.append("  " + " " * widths[0] + "  (KiB)")
+    if v.measured is not None:
+        m = v.measured
+        lines.append(f"  measured by TFLM ({MEASURED_ON}): head {m.arena_head_bytes} B, tail {m.arena_tail_bytes} B")
+        for r in v.results:
+            if r.target.pointer_bytes == 8 and r.target.kernel_library == "reference":
+                same = (r.estimate.arena_head_bytes, r.estimate.arena_tail_bytes) == (m.arena_head_bytes, m.arena_tail_bytes)
+                lines.append(
+                    f"  predicted for {r.target.name}: head {r.estimate.arena_head_bytes} B, tail {r.estimate.arena_tail_bytes} B"
+                    f" -> {'exact match' if same else 'MISMATCH'}"
+                )
+    for note in v.notes:
+        lines.append(f"  note: {note}")
+    return "\n".join(lines)
+
+
+def junit_xml(v: Verification) -> str:
+    """A JUnit report (one test case per target) for CI systems that collect them."""
+    from xml.sax.saxutils import escape, quoteattr
+
+    cases = []
+    for r in v.results:
+        name = quoteattr(f"fits {r.target.name}")
+        body = ""
+        if not r.fits:
+            msg = (
+                f"SRAM {r.sram_used_bytes} of {r.target.arena_region_bytes} B, "
+                f"flash {r.flash_used_bytes} of {r.target.flash_bytes} B"
+            )
+            body = f"<failure message={quoteattr(msg)}>{escape(msg)}</failure>"
+        cases.append(f'  <testcase classname="moofa.verify" name={name}>{body}</testcase>')
+    failures = sum(not r.fits for r in v.results)
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n'
+        f"<testsuite name={quoteattr('moofa verify ' + v.model)} tests=\"{len(v.results)}\" failures=\"{failures}\">\n"
+        + "\n".join(cases)
+        + "\n</testsuite>\n"
+    )

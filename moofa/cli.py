@@ -154,7 +154,7 @@ def run(argv: list[str] | None, parser: argparse.ArgumentParser, commands: dict)
 
     args = parser.parse_args(argv)
     try:
-        return commands[args.command](args)
+        return commands[getattr(args, "command", None)](args)
     except InputError as e:
         if getattr(args, "debug", False):
             raise
@@ -172,21 +172,72 @@ def main(argv: list[str] | None = None) -> int:
     return run(argv, build_parser(), commands)
 
 
+DEPLOY_DESCRIPTION = """\
+Deploy to a board: verify the model fits (predicted and measured with the real TFLM
+interpreter), cross-check TFLM against LiteRT, and write firmware files for a TFLM project.
+
+Writes into --out: model.tflite, model_data.h, model_data.cc, model_ops.h, model_config.h,
+main.cc, report.md, memory_profile.png. Exit 0 when everything checks, 1 when the model does
+not fit or a check fails, 2 on bad input.
+
+examples:
+  moofa-deploy --model kws.tflite --target nucleo-f746zg --out build/kws
+  moofa-deploy --model kws.tflite --target pico --out build/kws --labels yes,no --json
+
+Searching and exporting a subnet of the bundled Fashion-MNIST supernet (no --model) lands with
+the deploy issue; today bring your own int8 .tflite with --model.
+"""
+
+
+def _cmd_deploy(args) -> int:
+    from toolchain.errors import InputError
+    from toolchain.targets import resolve_target
+
+    if not args.model:
+        raise InputError(
+            "searching the bundled supernet is not available yet (it lands with the deploy issue); "
+            "pass --model FILE.tflite to deploy a model you bring"
+        )
+    model = Path(args.model)
+    if model.suffix.lower() == ".onnx":
+        raise InputError(f"{model}: ONNX input lands with the export issue; convert to .tflite first")
+    if not model.is_file():
+        raise InputError(f"{model}: no such file")
+    target = resolve_target(args.target)
+    from toolchain.deploy import deploy_tflite, summary_json
+    from toolchain.tflite_reader import read_model
+
+    read_model(model)  # reject a bad model before anything is written or printed
+
+    labels = [x for x in args.labels.split(",")] if args.labels else None
+    say = (lambda msg: None) if args.json else (lambda msg: print(f"[moofa-deploy] {msg}", file=sys.stderr, flush=True))
+    result = deploy_tflite(model, target, Path(args.out), labels=labels, samples=args.samples, progress=say)
+    if args.json:
+        print(summary_json(result))
+    else:
+        from toolchain.verify import format_table
+
+        print(format_table(result.verification))
+        print(f"  TFLM vs LiteRT outputs on {result.cross_check_samples} inputs: {'identical' if result.outputs_identical else 'DIFFERENT'}")
+        if result.compile.compiled:
+            print(f"  arm-none-eabi-g++ ({target.core}): model data {result.compile.section_bytes} B, {'fits' if result.compile.fits_flash else 'OVER'} flash budget")
+        else:
+            print(f"  firmware compile check skipped: {result.compile.reason}")
+        print(f"  wrote {', '.join(sorted(p.name for p in result.files.values()))} to {result.out_dir}")
+    return EXIT_OK if result.ok else EXIT_DOES_NOT_FIT
+
+
 def deploy_main(argv: list[str] | None = None) -> int:
-    parser = _Parser(
-        prog="moofa-deploy",
-        description="Search, export, verify and generate firmware for a board (coming: the deploy issue).",
-    )
-    parser.add_argument("--target", "-t", help="board name, alias or .toml path")
-    parser.add_argument("--out", help="output folder")
-    parser.add_argument("--debug", action="store_true")
-    parser.parse_args(argv)
-    print(
-        "moofa-deploy: not available yet: search -> export -> firmware lands with the deploy issue; "
-        "today use `moofa verify MODEL.tflite --target BOARD`",
-        file=sys.stderr,
-    )
-    return EXIT_BAD_INPUT
+    parser = _Parser(prog="moofa-deploy", description=DEPLOY_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", "-t", required=True, help="board name, alias or .toml path (see `moofa targets`)")
+    parser.add_argument("--out", "-o", required=True, help="folder for the model, firmware files and report")
+    parser.add_argument("--model", "-m", help="a .tflite model to deploy instead of searching the supernet")
+    parser.add_argument("--supernet", help="supernet checkpoint to search (lands with the deploy issue)")
+    parser.add_argument("--labels", help="comma-separated class names for model_config.h")
+    parser.add_argument("--samples", type=int, default=32, help="inputs for the TFLM vs LiteRT cross-check (default 32)")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary (sram/flash blocks as in verify)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    return run(argv, parser, {None: _cmd_deploy})
 
 
 if __name__ == "__main__":

@@ -44,6 +44,8 @@ class Tensor:
     is_constant: bool = False
     is_variable: bool = False
     quant_channels: int = 0
+    scale: float | None = None  # first (or only) quantization scale
+    zero_point: int | None = None
 
     @property
     def element_count(self) -> int:

@@ -131,7 +131,9 @@ def _parse(data: bytes, where: str) -> Graph:
         if buffer >= n_buffers:
             raise InputError(f"{where}: corrupt model: tensor {i} refers to buffer {buffer} of {n_buffers}")
         q = t.Quantization()
-        quant_channels = q.ScaleLength() if q is not None else 0
+        quant_channels = bounds.count(q.ScaleLength(), "scales") if q is not None else 0
+        scale = float(q.Scale(0)) if quant_channels else None
+        zero_point = int(q.ZeroPoint(0)) if quant_channels and q.ZeroPointLength() else (0 if quant_channels else None)
         tensors.append(
             Tensor(
                 name=name,
@@ -140,6 +142,8 @@ def _parse(data: bytes, where: str) -> Graph:
                 is_constant=buffer > 0 and buffer_has_data[buffer],
                 is_variable=bool(t.IsVariable()),
                 quant_channels=quant_channels,
+                scale=scale,
+                zero_point=zero_point,
             )
         )
 

@@ -1,0 +1,184 @@
+"""Deploy a ready ``.tflite`` model to a board: verify, measure, cross-check, generate firmware.
+
+This is the right half of ``moofa-deploy`` and the whole of ``moofa-deploy --model FILE``:
+
+1. verify: predicted arena (head + tail) and flash against the board;
+2. measure: the real TFLM interpreter's head and tail, which must equal the prediction for the
+   64-bit host build with reference kernels (what ``tflite-micro`` runs here);
+3. cross-check: TFLM and LiteRT (its reference kernels) give identical outputs on test inputs;
+4. codegen: firmware headers, compiled with arm-none-eabi-g++ for the board's core;
+5. report: ``report.md`` and ``memory_profile.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from toolchain.errors import InputError
+from toolchain.memory import estimate_arena
+from toolchain.verify import TargetResult, Verification, verify_model
+
+_TFLM_RUN = r"""
+import sys, numpy as np
+from tflite_micro.python.tflite_micro import runtime
+path, inputs, out = sys.argv[1], sys.argv[2], sys.argv[3]
+x = np.load(inputs)
+it = runtime.Interpreter.from_file(path, arena_size=64 << 20)
+ys = []
+for sample in x:
+    it.set_input(sample, 0)
+    it.invoke()
+    ys.append(it.get_output(0))
+np.save(out, np.stack(ys))
+"""
+
+
+def tflm_outputs(model_path: Path, inputs: np.ndarray, work: Path) -> np.ndarray:
+    """Run each input through the TFLM interpreter (in a child process) and return the outputs."""
+    src, dst = work / "cross_inputs.npy", work / "cross_tflm.npy"
+    np.save(src, inputs)
+    proc = subprocess.run([sys.executable, "-c", _TFLM_RUN, str(model_path), str(src), str(dst)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        raise InputError(f"{model_path}: TFLM could not run the model: {tail}")
+    out = np.load(dst)
+    src.unlink(missing_ok=True)
+    dst.unlink(missing_ok=True)
+    return out
+
+
+def litert_outputs(model_path: Path, inputs: np.ndarray) -> np.ndarray:
+    """The same with LiteRT's reference kernels (the ones TFLM's kernels are ported from)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_path=str(model_path), experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    i, o = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
+    ys = []
+    for sample in inputs:
+        it.set_tensor(i, sample)
+        it.invoke()
+        ys.append(it.get_tensor(o).copy())
+    return np.stack(ys)
+
+
+def random_inputs(graph, count: int, seed: int) -> np.ndarray:
+    """Seeded inputs spanning the input type's range (for models that come without data)."""
+    t = graph.tensors[graph.inputs[0]]
+    rng = np.random.default_rng(seed)
+    if t.dtype in ("int8", "int16", "uint8"):
+        info = np.iinfo(t.dtype)
+        return rng.integers(info.min, info.max + 1, size=(count, *t.shape), dtype=t.dtype)
+    return rng.standard_normal(size=(count, *t.shape)).astype(t.dtype)
+
+
+@dataclass
+class DeployResult:
+    out_dir: Path
+    verification: Verification
+    result: TargetResult
+    host_head_bytes: int
+    host_tail_bytes: int
+    agrees_with_tflm: bool
+    outputs_identical: bool
+    cross_check_samples: int
+    compile: object  # toolchain.codegen.CompileCheck
+    files: dict = field(default_factory=dict)
+    accuracy: dict | None = None
+    timings_s: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.result.fits and self.agrees_with_tflm and self.outputs_identical and self.compile.fits_flash
+
+    def to_dict(self) -> dict:
+        m = self.verification.measured
+        d = {
+            "out_dir": str(self.out_dir),
+            "target": self.result.target.name,
+            "fits": self.result.fits,
+            "ok": self.ok,
+            "sram": self.result.sram_dict(),
+            "flash": self.result.flash_dict(),
+            "measured": {
+                "arena_head_bytes": m.arena_head_bytes,
+                "arena_tail_bytes": m.arena_tail_bytes,
+                "predicted_host_head_bytes": self.host_head_bytes,
+                "predicted_host_tail_bytes": self.host_tail_bytes,
+                "agrees": self.agrees_with_tflm,
+            },
+            "tflm_vs_litert": {"samples": self.cross_check_samples, "identical": self.outputs_identical},
+            "compile": {
+                "compiled": self.compile.compiled,
+                "section_bytes": self.compile.section_bytes,
+                "fits_flash": self.compile.fits_flash,
+                "note": self.compile.reason,
+            },
+            "files": {k: str(v) for k, v in self.files.items()},
+            "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()},
+        }
+        if self.accuracy is not None:
+            d["accuracy"] = self.accuracy
+        return d
+
+
+def deploy_tflite(
+    model_path: Path,
+    target,
+    out_dir: Path,
+    labels: list[str] | None = None,
+    samples: int = 32,
+    seed: int = 0,
+    progress=None,
+) -> DeployResult:
+    """Verify, measure, cross-check and generate firmware for ``model_path`` on ``target``."""
+    from toolchain.codegen import compile_model_data, render_firmware
+    from toolchain.report import write_memory_profile, write_report
+
+    say = progress or (lambda msg: None)
+    timings: dict[str, float] = {}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_out = out_dir / "model.tflite"
+    if model_path.resolve() != model_out.resolve():
+        shutil.copyfile(model_path, model_out.with_name("model.tflite.tmp"))
+        model_out.with_name("model.tflite.tmp").replace(model_out)
+
+    t = time.perf_counter()
+    say("verify: predicting the arena and measuring it with TFLM")
+    v = verify_model(model_out, [target], measure=True)
+    r = v.results[0]
+    host = estimate_arena(v.graph, 8, "reference")
+    agrees = (host.arena_head_bytes, host.arena_tail_bytes) == (v.measured.arena_head_bytes, v.measured.arena_tail_bytes)
+    timings["verify"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say(f"cross-check: TFLM vs LiteRT reference kernels on {samples} inputs")
+    inputs = random_inputs(v.graph, samples, seed)
+    identical = bool(np.array_equal(tflm_outputs(model_out, inputs, out_dir), litert_outputs(model_out, inputs)))
+    timings["cross_check"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say("codegen: firmware headers")
+    model_bytes = model_out.read_bytes()
+    files = render_firmware(model_bytes, v.graph, target, r.estimate, out_dir, model_path.name, labels)
+    check = compile_model_data(files["model_data.cc"], target.core, target.flash_bytes - target.reserved_flash_bytes)
+    timings["codegen"] = time.perf_counter() - t
+
+    result = DeployResult(out_dir, v, r, host.arena_head_bytes, host.arena_tail_bytes, agrees, identical, samples, check, files, timings_s=timings)
+    say("report: report.md and memory_profile.png")
+    files["memory_profile.png"] = write_memory_profile(r, out_dir / "memory_profile.png")
+    files["report.md"] = write_report(result, out_dir / "report.md")
+    files["model.tflite"] = model_out
+    return result
+
+
+def summary_json(result: DeployResult) -> str:
+    return json.dumps(result.to_dict(), indent=2)

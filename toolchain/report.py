@@ -1,0 +1,105 @@
+"""The deploy report: ``report.md`` and the per-op memory profile ``memory_profile.png``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def write_memory_profile(result, path: Path) -> Path:
+    """Bars: bytes alive while each op runs; lines: the planned head and the board's budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plan = result.estimate.plan
+    target = result.target
+    profile_kib = [b / 1024 for b in plan.op_profile]
+    head_budget = target.arena_region_bytes - target.reserved_ram_bytes - result.estimate.arena_tail_bytes
+    fig, ax = plt.subplots(figsize=(max(6, len(profile_kib) * 0.18), 3.6), dpi=120)
+    ax.bar(range(len(profile_kib)), profile_kib, color="#4c78a8", label="live tensors + scratch")
+    ax.axhline(result.estimate.arena_head_bytes / 1024, color="#f58518", lw=1.5, label=f"arena head ({result.estimate.arena_head_bytes / 1024:.1f} KiB)")
+    ax.axhline(head_budget / 1024, color="#e45756", lw=1.5, ls="--", label=f"{target.name} budget for the head ({head_budget / 1024:.1f} KiB)")
+    ax.set_xlabel("op (execution order)")
+    ax.set_ylabel("KiB")
+    ax.set_title(f"Per-op live memory on {target.display_name}")
+    ax.legend(fontsize=7, loc="upper right")
+    ax.set_ylim(0, max(max(profile_kib, default=0), head_budget / 1024, result.estimate.arena_head_bytes / 1024) * 1.15)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def write_report(d, path: Path) -> Path:
+    """``report.md`` for a :class:`toolchain.deploy.DeployResult`."""
+    r = d.result
+    e = r.estimate
+    t = r.target
+    m = d.verification.measured
+    g = d.verification.graph
+    kib = lambda n: f"{n / 1024:,.1f} KiB"  # noqa: E731
+    lines = [
+        f"# moofa deploy report: {t.display_name}",
+        "",
+        f"Verdict: **{'fits' if r.fits else 'DOES NOT FIT'}**"
+        + ("" if d.ok else " — see the checks below"),
+        "",
+        "## Memory",
+        "",
+        "| | bytes | |",
+        "|---|---:|---|",
+        f"| arena head (activations + scratch) | {e.arena_head_bytes:,} | {kib(e.arena_head_bytes)} |",
+        f"| of which kernel scratch ({t.kernel_library}) | {e.scratch_bytes:,} | |",
+        f"| arena tail (persistent, {t.pointer_bytes * 8}-bit build) | {e.arena_tail_bytes:,} | {kib(e.arena_tail_bytes)} |",
+        f"| liveness lower bound of the head | {e.lower_bound_bytes:,} | |",
+        f"| reserved RAM (stack, heap, runtime) | {t.reserved_ram_bytes:,} | |",
+        f"| **SRAM used / arena region** | **{r.sram_used_bytes:,} / {t.arena_region_bytes:,}** | head-room {kib(t.arena_region_bytes - r.sram_used_bytes)} |",
+        f"| model (flash) | {r.model_bytes:,} | |",
+        f"| reserved flash (TFLM + application) | {t.reserved_flash_bytes:,} | |",
+        f"| **flash used / flash** | **{r.flash_used_bytes:,} / {t.flash_bytes:,}** | head-room {kib(t.flash_bytes - r.flash_used_bytes)} |",
+        "",
+        "![per-op memory](memory_profile.png)",
+        "",
+        "## Checks",
+        "",
+        f"- TFLM interpreter (64-bit host, reference kernels) measured head {m.arena_head_bytes:,} B and tail "
+        f"{m.arena_tail_bytes:,} B; predicted for that build {d.host_head_bytes:,} B and {d.host_tail_bytes:,} B: "
+        f"**{'exact match' if d.agrees_with_tflm else 'MISMATCH'}**.",
+        f"- TFLM and LiteRT (reference kernels) outputs on {d.cross_check_samples} inputs: "
+        f"**{'identical' if d.outputs_identical else 'DIFFERENT'}**.",
+    ]
+    if d.compile.compiled:
+        lines.append(
+            f"- `model_data.cc` compiled with arm-none-eabi-g++ for {t.core}: {d.compile.section_bytes:,} B of data, "
+            f"{'within' if d.compile.fits_flash else 'OVER'} the flash budget."
+        )
+    else:
+        lines.append(f"- `model_data.cc` not compiled: {d.compile.reason}.")
+    if d.accuracy:
+        lines += ["", "## Accuracy", ""] + [f"- {k}: {v}" for k, v in d.accuracy.items()]
+    lines += [
+        "",
+        "## Ops",
+        "",
+        f"{len(g.ops)} ops; register these {len(g.op_kinds)} kinds (done for you in `model_ops.h`): "
+        + ", ".join(f"`{k}`" for k in g.op_kinds),
+        "",
+        "## Using the files",
+        "",
+        "- Copy `model_data.h`, `model_data.cc`, `model_ops.h`, `model_config.h` into your TFLM project; "
+        "`main.cc` shows the calls (`RegisterModelOps`, `kTensorArenaSize`, input quantization).",
+        f"- CMake: `target_sources(app PRIVATE model_data.cc)` and link TFLM built with "
+        f"`OPTIMIZED_KERNEL_DIR={'cmsis_nn' if t.kernel_library == 'cmsis-nn' else 'esp_nn' if t.kernel_library == 'esp-nn' else ''}`"
+        " so the kernels match this prediction.",
+        "- Arduino: put the files in the sketch folder, rename `main.cc` to your `.ino` logic, and install the "
+        "board's TFLM library (e.g. Arduino_TensorFlowLite / Chirale_TensorFLowLite).",
+        f"- `kTensorArenaSize` = predicted arena × margin {t.arena_margin}.",
+        "",
+    ]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,124 @@
+"""PyTorch -> int8 TFLite export: exact rebuild, lean graph, TFLM runs it and matches LiteRT."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+F = torch.nn.functional
+
+from toolchain.errors import InputError  # noqa: E402
+from toolchain.export import _same_padding, export_int8  # noqa: E402
+from toolchain.memory import estimate_arena  # noqa: E402
+from toolchain.tflite_reader import read_model  # noqa: E402
+from toolchain.tflm_measure import measure  # noqa: E402
+
+
+class MBConv(nn.Module):
+    """Inverted residual with TF-SAME padding done by F.pad, squeeze-excite and hard-swish."""
+
+    def __init__(self, cin, mid, cout, k, stride, size, se=True):
+        super().__init__()
+        top, bottom = _same_padding(size, k, stride)
+        self.pad = (top, bottom, top, bottom)
+        self.expand, self.bn1 = nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid)
+        self.dw, self.bn2 = nn.Conv2d(mid, mid, k, stride, 0, groups=mid, bias=False), nn.BatchNorm2d(mid)
+        self.se = se
+        self.pool, self.squeeze, self.excite = nn.AdaptiveAvgPool2d(1), nn.Conv2d(mid, mid // 4, 1), nn.Conv2d(mid // 4, mid, 1)
+        self.proj, self.bn3 = nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout)
+        self.residual = cin == cout and stride == 1
+
+    def forward(self, x):
+        y = F.hardswish(self.bn1(self.expand(x)))
+        y = F.hardswish(self.bn2(self.dw(F.pad(y, self.pad))))
+        if self.se:
+            y = y * F.hardsigmoid(self.excite(F.relu(self.squeeze(self.pool(y)))))
+        y = self.bn3(self.proj(y))
+        return x + y if self.residual else y
+
+
+class TinyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.bn, self.act = nn.Conv2d(1, 16, 3, 2, 0, bias=False), nn.BatchNorm2d(16), nn.Hardswish()
+        self.blocks = nn.Sequential(
+            MBConv(16, 48, 16, 3, 1, 16), MBConv(16, 64, 24, 5, 2, 16), MBConv(24, 72, 24, 3, 1, 8, se=False)
+        )
+        self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(24, 10)
+
+    def forward(self, x):
+        x = self.act(self.bn(self.stem(F.pad(x, (0, 1, 0, 1)))))
+        return self.fc(torch.flatten(self.pool(self.blocks(x)), 1))
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    torch.manual_seed(0)
+    net = TinyNet()
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    images = np.random.default_rng(0).standard_normal((96, 1, 32, 32)).astype(np.float32)
+    path = tmp_path_factory.mktemp("export") / "tiny.tflite"
+    return net.eval(), images, export_int8(net, images, path)
+
+
+def test_rebuild_is_exact_and_graph_is_lean(exported):
+    _, _, result = exported
+    assert result.float_max_abs_diff < 1e-5
+    graph = read_model(result.path)
+    kinds = [op.kind for op in graph.ops]
+    # SAME padding absorbed, BN folded, NHWC throughout: no PAD, TRANSPOSE or RESHAPE.
+    assert not {"PAD", "TRANSPOSE", "RESHAPE", "QUANTIZE", "DEQUANTIZE"} & set(kinds)
+    assert kinds.count("DEPTHWISE_CONV_2D") == 3 and kinds.count("ADD") == 2
+    x, y = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
+    assert (x.dtype, x.shape, y.dtype, y.shape) == ("int8", (1, 32, 32, 1), "int8", (1, 10))
+    weights = [graph.tensors[op.inputs[1]] for op in graph.ops if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    assert all(w.dtype == "int8" and w.quant_channels == w.shape[0 if w.shape[0] > 1 else -1] for w in weights)
+
+
+def test_int8_model_tracks_the_float_network(exported):
+    from ai_edge_litert.interpreter import Interpreter
+
+    net, images, result = exported
+    it = Interpreter(model_path=str(result.path))
+    it.allocate_tensors()
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+    (si, zi), (so, zo) = i["quantization"], o["quantization"]
+    agree = 0
+    for image in images[:48]:
+        q = np.clip(np.round(image.transpose(1, 2, 0) / si) + zi, -128, 127).astype(np.int8)[None]
+        it.set_tensor(i["index"], q)
+        it.invoke()
+        got = (it.get_tensor(o["index"]).astype(np.float32) - zo) * so
+        with torch.no_grad():
+            want = net(torch.from_numpy(image[None])).numpy()
+        agree += int(np.argmax(got) == np.argmax(want))
+    assert agree >= 40  # int8 keeps the float network's decision on >= 83% of random inputs
+
+
+def test_tflm_runs_the_export_with_the_predicted_arena(exported):
+    _, _, result = exported
+    m = measure(result.path)
+    e = estimate_arena(read_model(result.path), 8, "reference")
+    assert (e.arena_head_bytes, e.arena_tail_bytes) == (m.arena_head_bytes, m.arena_tail_bytes)
+
+
+def test_unsupported_layers_are_named(tmp_path):
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3)
+            self.up = nn.Upsample(scale_factor=2)
+
+        def forward(self, x):
+            return self.up(self.conv(x))
+
+    with pytest.raises(InputError, match="Upsample"):
+        export_int8(Odd(), np.zeros((2, 1, 8, 8), np.float32), tmp_path / "odd.tflite")
+    assert not (tmp_path / "odd.tflite").exists()

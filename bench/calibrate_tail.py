@@ -1,0 +1,653 @@
+"""Where the per-op tail figures in ``toolchain/persistent.py`` come from, reproducibly.
+
+Each model below is a tiny TFLite file built the ordinary way (Keras or ``tf.function`` +
+``tf.lite.TFLiteConverter``; full int8 with int8 input/output unless its builder says otherwise)
+that isolates one op kind, or repeats it three times so that the alignment padding between
+consecutive allocations shows. Every model is run once on the real TFLM interpreter
+(:func:`toolchain.tflm_measure.measure`, the host build's recording allocator) and compared with
+:func:`toolchain.memory.estimate_arena`. The script exits 1 if any head or tail differs.
+
+Deriving a figure for a new op kind: add a builder, run ``--only NAME``, and read the
+``PB - ptrs`` column: the 'Persistent buffer data' bytes TFLM was asked for, minus the graph's
+input and output pointer arrays (8 bytes per tensor on the 64-bit host). What is left is the
+kernels' ``OpData`` (``Init``) plus any per-channel multiplier/shift arrays (``Prepare``, 2 x 4
+bytes per output channel for CONV_2D, DEPTHWISE_CONV_2D and int8 FULLY_CONNECTED); the builtin
+options size is the rest of the tail once the prefix and the structs are accounted for.
+
+Models are cached under ``<repo>/.cache/calibration-<hash>``; the hash covers this file's text
+and the TensorFlow version (another converter writes other files), so editing a builder
+rebuilds everything.
+
+    python bench/calibrate_tail.py [--only NAME[,NAME...]] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import importlib.metadata
+import io
+import json
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is first imported
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from toolchain.memory import estimate_arena  # noqa: E402
+from toolchain.tflite_reader import read_model  # noqa: E402
+from toolchain.tflm_measure import measure  # noqa: E402
+
+HOST_POINTER_BYTES = 8  # the tflite-micro package is a 64-bit host build
+CALIBRATION_SAMPLES = 8  # representative inputs for the int8 activation ranges
+
+
+def _tf():
+    import tensorflow as tf
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    tf.get_logger().setLevel("ERROR")
+    return tf
+
+
+# ----------------------------------------------------------------------------------------------
+# What a builder returns, and how it is converted
+
+
+@dataclass
+class Traced:
+    """A ``tf.function`` body and its batch-1 float32 input shapes."""
+
+    fn: Callable
+    input_shapes: list[tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class Quantization:
+    int8: bool = True  # full-integer int8 ops; False: a plain float32 model
+    int8_io: bool = True  # int8 input/output tensors; False: float32 I/O around QUANTIZE/DEQUANTIZE
+
+
+FULL_INT8 = Quantization()
+FLOAT32 = Quantization(int8=False, int8_io=False)
+INT8_FLOAT_IO = Quantization(int8=True, int8_io=False)
+
+MODELS: dict[str, tuple[Callable[[], object], Quantization]] = {}
+
+
+def calibration_model(quantization: Quantization = FULL_INT8):
+    """Register a builder under its function name. A builder returns a Keras model or a Traced."""
+
+    def register(builder):
+        MODELS[builder.__name__] = (builder, quantization)
+        return builder
+
+    return register
+
+
+def _convert(model, quantization: Quantization) -> bytes:
+    tf = _tf()
+    if isinstance(model, Traced):
+        specs = [tf.TensorSpec(shape, tf.float32) for shape in model.input_shapes]
+        concrete = tf.function(model.fn, input_signature=specs).get_concrete_function()
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
+        shapes = dict(enumerate(model.input_shapes))
+    else:
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        # Fed by name: the converted model does not keep Keras' input order.
+        shapes = {x.name: (1,) + tuple(x.shape[1:]) for x in model.inputs}
+    if quantization.int8:
+        def representative_dataset():
+            rng = np.random.default_rng(0)
+            for _ in range(CALIBRATION_SAMPLES):
+                sample = {key: rng.random(shape).astype(np.float32) for key, shape in shapes.items()}
+                yield list(sample.values()) if isinstance(model, Traced) else sample
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative_dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if quantization.int8_io:
+            converter.inference_input_type = converter.inference_output_type = tf.int8
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _native_output_silenced():
+        warnings.simplefilter("ignore")
+        return converter.convert()
+
+
+@contextlib.contextmanager
+def _native_output_silenced():
+    """The MLIR quantizer prints a line per model on the process's own stdout/stderr."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 1)
+        os.dup2(devnull.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+
+
+def cache_dir() -> Path:
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    for dist in ("tensorflow", "tensorflow-cpu", "tf-nightly"):  # whichever wheel is installed
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            digest.update(f"{dist}=={importlib.metadata.version(dist)}".encode())
+    return REPO_ROOT / ".cache" / f"calibration-{digest.hexdigest()[:16]}"
+
+
+def build(name: str, out_dir: Path) -> Path:
+    """``out_dir/<name>.tflite``, converted unless already cached."""
+    path = out_dir / f"{name}.tflite"
+    if path.exists():
+        return path
+    builder, quantization = MODELS[name]
+    tf = _tf()
+    tf.keras.utils.set_random_seed(0)
+    data = _convert(builder(), quantization)
+    tf.keras.backend.clear_session()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Keras building blocks: one layer on a batch-1 input
+
+
+def _keras_one_layer(layer, *input_shapes):
+    # Batch left unknown, as a plain Keras model has it: Flatten then converts to
+    # SHAPE + STRIDED_SLICE + PACK + RESHAPE (reshape_8), which calibrates those kinds too.
+    # Named, so that the representative dataset can be fed by name.
+    tf = _tf()
+    inputs = [tf.keras.Input(shape, name=f"input_{k}") for k, shape in enumerate(input_shapes)]
+    out = layer(inputs if len(inputs) > 1 else inputs[0])
+    return tf.keras.Model(inputs, out)
+
+
+def _layers():
+    return _tf().keras.layers
+
+
+def _constant(shape, seed: int = 0):
+    """Weights for the tf.function models; their values do not change any arena figure."""
+    return _tf().constant(np.random.default_rng(seed).random(shape).astype(np.float32) - 0.5)
+
+
+def _conv(hw, cin, cout, kernel=3):
+    return _keras_one_layer(_layers().Conv2D(cout, kernel, padding="same"), (hw, hw, cin))
+
+
+def _dw(hw, c):
+    return _keras_one_layer(_layers().DepthwiseConv2D(3, padding="same"), (hw, hw, c))
+
+
+def _fc(n, m):
+    return _keras_one_layer(_layers().Dense(m), (n,))
+
+
+# ---- one op, int8: Keras layers ----------------------------------------------------------------
+
+@calibration_model()
+def conv_8_8():
+    return _conv(8, 8, 8)
+
+
+@calibration_model()
+def conv_8_16():
+    return _conv(8, 8, 16)
+
+
+@calibration_model()
+def conv_8_32():
+    return _conv(8, 8, 32)
+
+
+@calibration_model()
+def conv_3_8_1x1():
+    return _conv(8, 3, 8, kernel=1)
+
+
+@calibration_model()
+def dw_8():
+    return _dw(8, 8)
+
+
+@calibration_model()
+def dw_16():
+    return _dw(8, 16)
+
+
+@calibration_model()
+def dw_32():
+    return _dw(8, 32)
+
+
+@calibration_model()
+def fc_8_8():
+    return _fc(8, 8)
+
+
+@calibration_model()
+def fc_8_16():
+    return _fc(8, 16)
+
+
+@calibration_model()
+def fc_16_32():
+    return _fc(16, 32)
+
+
+@calibration_model()
+def add_8():
+    return _keras_one_layer(_layers().Add(), (8, 8, 8), (8, 8, 8))
+
+
+@calibration_model()
+def add_16():
+    return _keras_one_layer(_layers().Add(), (4, 4, 16), (4, 4, 16))
+
+
+@calibration_model()
+def mul_8():
+    """Broadcast multiply, the shape of a squeeze-excite scale."""
+    return _keras_one_layer(_layers().Multiply(), (8, 8, 8), (1, 1, 8))
+
+
+@calibration_model()
+def mul_16():
+    return _keras_one_layer(_layers().Multiply(), (4, 4, 16), (1, 1, 16))
+
+
+@calibration_model()
+def mean_8():
+    return _keras_one_layer(_layers().GlobalAveragePooling2D(), (8, 8, 8))
+
+
+@calibration_model()
+def mean_16():
+    return _keras_one_layer(_layers().GlobalAveragePooling2D(), (8, 8, 16))
+
+
+@calibration_model()
+def meank_16():
+    return _keras_one_layer(_layers().GlobalAveragePooling2D(keepdims=True), (8, 8, 16))
+
+
+@calibration_model()
+def avgp_8():
+    return _keras_one_layer(_layers().AveragePooling2D(2), (8, 8, 8))
+
+
+@calibration_model()
+def maxp_8():
+    return _keras_one_layer(_layers().MaxPooling2D(2), (8, 8, 8))
+
+
+@calibration_model()
+def softmax_10():
+    return _keras_one_layer(_layers().Softmax(), (10,))
+
+
+@calibration_model()
+def softmax_20():
+    return _keras_one_layer(_layers().Softmax(), (20,))
+
+
+@calibration_model()
+def hswish_8():
+    return _keras_one_layer(_layers().Activation("hard_swish"), (8, 8, 8))
+
+
+@calibration_model()
+def hsig_8():
+    """Keras' hard_sigmoid converts to ADD + MUL, not a kernel of its own."""
+    return _keras_one_layer(_layers().Activation("hard_sigmoid"), (8, 8, 8))
+
+
+@calibration_model()
+def sigm_8():
+    return _keras_one_layer(_layers().Activation("sigmoid"), (8, 8, 8))
+
+
+@calibration_model()
+def concat_8():
+    return _keras_one_layer(_layers().Concatenate(), (8, 8, 8), (8, 8, 8))
+
+
+@calibration_model()
+def reshape_8():
+    """Keras' Flatten converts to SHAPE, STRIDED_SLICE, PACK, RESHAPE."""
+    return _keras_one_layer(_layers().Flatten(), (4, 4, 8))
+
+
+@calibration_model()
+def relu_8():
+    return _keras_one_layer(_layers().ReLU(), (8, 8, 8))
+
+
+@calibration_model()
+def relu6_8():
+    return _keras_one_layer(_layers().ReLU(6.0), (8, 8, 8))
+
+
+# ---- one or two ops: tf.function ---------------------------------------------------------------
+
+IMAGE_8 = (1, 8, 8, 8)
+
+
+@calibration_model()
+def reshape():
+    tf = _tf()
+    return Traced(lambda x: tf.reshape(x, [1, 128]), [(1, 4, 4, 8)])
+
+
+@calibration_model(FLOAT32)
+def reshape_f():
+    tf = _tf()
+    return Traced(lambda x: tf.reshape(x, [1, 128]), [(1, 4, 4, 8)])
+
+
+@calibration_model()
+def pad():
+    tf = _tf()
+    return Traced(lambda x: tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), [IMAGE_8])
+
+
+@calibration_model(INT8_FLOAT_IO)
+def q_float_io():
+    """int8 ops behind float32 I/O: QUANTIZE, RELU, MUL, DEQUANTIZE."""
+    tf = _tf()
+    return Traced(lambda x: tf.nn.relu(x) * 2.0, [IMAGE_8])
+
+
+@calibration_model()
+def strided_slice():
+    return Traced(lambda x: x[:, 1:5, :, :], [IMAGE_8])
+
+
+@calibration_model()
+def transpose():
+    tf = _tf()
+    return Traced(lambda x: tf.transpose(x, [0, 2, 1, 3]), [(1, 8, 4, 8)])
+
+
+@calibration_model()
+def sub():
+    return Traced(lambda x, y: x - y, [IMAGE_8, IMAGE_8])
+
+
+@calibration_model()
+def mean_squeeze():
+    tf = _tf()
+    return Traced(lambda x: tf.squeeze(tf.reduce_mean(x, axis=[1, 2], keepdims=True), [1, 2]), [IMAGE_8])
+
+
+@calibration_model(FLOAT32)
+def conv_f():
+    tf = _tf()
+    w = _constant((3, 3, 8, 8))
+    return Traced(lambda x: tf.nn.conv2d(x, w, 1, "SAME"), [IMAGE_8])
+
+
+@calibration_model(FLOAT32)
+def mean_f():
+    tf = _tf()
+    w = _constant((3, 3, 8, 8))
+    return Traced(lambda x: tf.reduce_mean(tf.nn.relu(tf.nn.conv2d(x, w, 1, "SAME")), axis=[1, 2]), [IMAGE_8])
+
+
+@calibration_model(FLOAT32)
+def maxpool_f():
+    tf = _tf()
+    w = _constant((3, 3, 8, 8))
+    return Traced(lambda x: tf.nn.max_pool2d(tf.nn.conv2d(x, w, 1, "SAME"), 2, 2, "VALID"), [IMAGE_8])
+
+
+@calibration_model(FLOAT32)
+def softmax_f():
+    tf = _tf()
+    return Traced(lambda x: tf.nn.softmax(tf.reshape(x, [1, 128])), [(1, 4, 4, 8)])
+
+
+@calibration_model()
+def maximum():
+    tf = _tf()
+    return Traced(lambda x: tf.maximum(x, 0.5), [IMAGE_8])
+
+
+@calibration_model()
+def concat_mul():
+    tf = _tf()
+    return Traced(lambda x: tf.concat([x, x * 2.0], axis=3), [IMAGE_8])
+
+
+def _dense_with_bias(x):
+    tf = _tf()
+    return tf.matmul(x, _constant((16, 10), seed=1)) + _constant((10,), seed=2)
+
+
+@calibration_model()
+def fc_bias():
+    return Traced(_dense_with_bias, [(1, 16)])
+
+
+@calibration_model(FLOAT32)
+def fc_bias_f():
+    return Traced(_dense_with_bias, [(1, 16)])
+
+
+@calibration_model(FLOAT32)
+def fc_f():
+    tf = _tf()
+    w = _constant((16, 10), seed=1)
+    return Traced(lambda x: tf.matmul(x, w), [(1, 16)])
+
+
+@calibration_model()
+def avgpool_global():
+    tf = _tf()
+    return Traced(lambda x: tf.nn.avg_pool2d(x, 8, 8, "VALID"), [(1, 8, 8, 16)])
+
+
+@calibration_model()
+def fc_softmax():
+    tf = _tf()
+    return Traced(lambda x: tf.nn.softmax(_dense_with_bias(x)), [(1, 16)])
+
+
+# ---- the same op three times in a row: padding between consecutive allocations shows -------------
+
+def _three_dense(x):
+    tf = _tf()
+    for seed in range(3):
+        x = tf.matmul(x, _constant((16, 16), seed=seed)) + 0.1
+    return x
+
+
+@calibration_model()
+def f3():
+    return Traced(_three_dense, [(1, 16)])
+
+
+@calibration_model(FLOAT32)
+def f3_f():
+    return Traced(_three_dense, [(1, 16)])
+
+
+@calibration_model()
+def c3():
+    tf = _tf()
+    kernels = [_constant((3, 3, 8, 8), seed) for seed in range(3)]
+
+    def three_convs(x):
+        for k in kernels:
+            x = tf.nn.conv2d(x, k, 1, "SAME")
+        return x
+
+    return Traced(three_convs, [IMAGE_8])
+
+
+@calibration_model()
+def d3():
+    tf = _tf()
+    kernels = [_constant((3, 3, 8, 1), seed) for seed in range(3)]
+
+    def three_depthwise(x):
+        for k in kernels:
+            x = tf.nn.depthwise_conv2d(x, k, [1, 1, 1, 1], "SAME")
+        return x
+
+    return Traced(three_depthwise, [IMAGE_8])
+
+
+@calibration_model()
+def p3():
+    tf = _tf()
+
+    def three_pools(x):
+        for _ in range(3):
+            x = tf.nn.avg_pool2d(x, 2, 2, "VALID")
+        return x
+
+    return Traced(three_pools, [(1, 16, 16, 8)])
+
+
+@calibration_model()
+def a3():
+    def three_adds(x):
+        y = x
+        for _ in range(3):
+            y = y + x
+        return y
+
+    return Traced(three_adds, [IMAGE_8])
+
+
+@calibration_model()
+def s3():
+    tf = _tf()
+
+    def three_softmaxes(x):
+        for _ in range(3):
+            x = tf.nn.softmax(x)
+        return x
+
+    return Traced(three_softmaxes, [(1, 16)])
+
+
+@calibration_model()
+def m3():
+    def three_squares(x):
+        for _ in range(3):
+            x = x * x
+        return x
+
+    return Traced(three_squares, [IMAGE_8])
+
+
+@calibration_model()
+def mean3():
+    """Three MEANs (each makes three scratch requests) interleaved with MUL and ADD."""
+    tf = _tf()
+
+    def three_means(x):
+        def mean(t):
+            return tf.reduce_mean(t, axis=[1, 2], keepdims=True)
+
+        return mean(x) + mean(x * 2.0) + mean(x * 3.0)
+
+    return Traced(three_means, [IMAGE_8])
+
+
+# ----------------------------------------------------------------------------------------------
+# Measure, predict, compare
+
+
+def _op_summary(kinds: list[str]) -> str:
+    """``CONV_2D x3`` for runs of one kind, comma-separated otherwise."""
+    runs: list[list] = []
+    for kind in kinds:
+        if runs and runs[-1][0] == kind:
+            runs[-1][1] += 1
+        else:
+            runs.append([kind, 1])
+    return ", ".join(kind if n == 1 else f"{kind} x{n}" for kind, n in runs)
+
+
+def calibrate(name: str, path: Path) -> dict:
+    graph = read_model(path)
+    measured = measure(path)
+    predicted = estimate_arena(graph)
+    pointer_array_bytes = HOST_POINTER_BYTES * (len(graph.inputs) + len(graph.outputs))
+    persistent_requested = measured.tail_by_kind.get("Persistent buffer data", {}).get("requested_bytes", 0)
+    ok = (predicted.arena_head_bytes, predicted.arena_tail_bytes) == (measured.arena_head_bytes, measured.arena_tail_bytes)
+    return {
+        "model": name,
+        "ops": [op.kind for op in graph.ops],
+        "measured": measured.to_dict(),
+        "predicted": {"arena_head_bytes": predicted.arena_head_bytes, "arena_tail_bytes": predicted.arena_tail_bytes,
+                      "tail_exact": predicted.tail_exact},
+        "persistent_buffer_requested_bytes": persistent_requested,
+        "pointer_array_bytes": pointer_array_bytes,
+        "kernel_persistent_bytes": persistent_requested - pointer_array_bytes,
+        "ok": ok,
+    }
+
+
+def format_table(rows: list[dict]) -> str:
+    header = ("model", "ops", "meas head", "meas tail", "pred head", "pred tail", "PB - ptrs", "result")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        m, p = r["measured"], r["predicted"]
+        cells = (r["model"], _op_summary(r["ops"]), m["arena_head_bytes"], m["arena_tail_bytes"],
+                 p["arena_head_bytes"], p["arena_tail_bytes"], r["kernel_persistent_bytes"],
+                 "OK" if r["ok"] else "MISMATCH")
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", help="comma-separated model names (default: all %d)" % len(MODELS))
+    parser.add_argument("--json", metavar="FILE", help="also write every row, with TFLM's per-kind tail, here")
+    args = parser.parse_args(argv)
+
+    names = list(MODELS)
+    if args.only:
+        names = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in names if n not in MODELS]
+        if unknown:
+            print(f"error: unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}", file=sys.stderr)
+            return 2
+
+    out_dir = cache_dir()
+    rows = [calibrate(name, build(name, out_dir)) for name in names]
+    print(format_table(rows))
+    bad = [r["model"] for r in rows if not r["ok"]]
+    print(f"\n{len(rows)} models, {len(bad)} mismatches" + (f": {', '.join(bad)}" if bad else "")
+          + f" (models in {out_dir.relative_to(REPO_ROOT)})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

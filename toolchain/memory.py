@@ -3,7 +3,8 @@
 ``arena = head + tail``: the head is the greedy plan of every non-constant tensor and every
 kernel scratch buffer (:mod:`toolchain.planner`, :mod:`toolchain.scratch`), the tail the
 persistent allocations (:mod:`toolchain.persistent`). ``scratch_bytes`` reports how much of the
-head the board's kernel library's scratch buffers add; it is already inside the head.
+bytes the board's kernel library's scratch buffers request; they are planned inside the head
+(often in gaps between tensors), so ``arena = head + tail`` already counts them.
 """
 
 from __future__ import annotations
@@ -44,12 +45,11 @@ def estimate_arena(graph: Graph, pointer_bytes: int = 8, kernel_library: str = "
     """The arena TFLM needs for ``graph`` on a build with this pointer width and kernel library."""
     scratch = scratch_requests(graph, kernel_library)
     plan = plan_graph(graph, scratch)
-    head_without_scratch = plan_graph(graph).head_bytes if scratch else plan.head_bytes
     tail = estimate_tail(graph, pointer_bytes, scratch_count=len(scratch))
     return ArenaEstimate(
         arena_head_bytes=plan.head_bytes,
         arena_tail_bytes=tail.arena_tail_bytes,
-        scratch_bytes=plan.head_bytes - head_without_scratch,
+        scratch_bytes=sum(b.size_bytes for b in plan.buffers if b.scratch is not None),
         lower_bound_bytes=plan.lower_bound_bytes,
         tail_exact=tail.exact,
         plan=plan,

@@ -29,6 +29,7 @@ scope, a floor no planner can beat) and the per-op live-memory profile.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 from toolchain.graph import Graph
@@ -135,36 +136,34 @@ def greedy_offsets(buffers: list[Buffer]) -> list[int]:
     """Arena offset of each buffer as TFLM's greedy planner chooses it (steps 3 and 4)."""
     if not buffers:
         return []
+    sizes = [b.size_bytes for b in buffers]
+    firsts = [b.first_scope for b in buffers]
+    lasts = [b.last_scope for b in buffers]
     offline = [i for i, b in enumerate(buffers) if b.offline_offset != ONLINE]
     online = [i for i in reversed(range(len(buffers))) if buffers[i].offline_offset == ONLINE]
     # Python's sort is stable, like TFLM's bubble sort, so equal sizes keep the reversed order.
-    online.sort(key=lambda i: -buffers[i].size_bytes)
-    order = offline + online
+    online.sort(key=lambda i: -sizes[i])
 
     offsets = [ONLINE] * len(buffers)
     placed: list[int] = []  # buffer indices sorted by offset; equal offsets keep insertion order
     placed_offsets: list[int] = []
-    for i in order:
-        wanted = buffers[i]
-        if wanted.offline_offset != ONLINE:
-            candidate = wanted.offline_offset
+    for i in offline + online:
+        if buffers[i].offline_offset != ONLINE:
+            candidate = buffers[i].offline_offset
         else:
+            size, first, last = sizes[i], firsts[i], lasts[i]
             candidate = 0
             for j in placed:
-                other = buffers[j]
-                if not wanted.overlaps(other):
-                    continue
-                if offsets[j] - candidate >= wanted.size_bytes:
+                if firsts[j] > last or first > lasts[j]:
+                    continue  # not alive at the same time
+                if offsets[j] - candidate >= size:
                     break
-                candidate = max(candidate, offsets[j] + other.size_bytes)
+                end = offsets[j] + sizes[j]
+                if end > candidate:
+                    candidate = end
         offsets[i] = candidate
-        # Insert after every entry whose offset is <= candidate (TFLM inserts before the first
-        # strictly greater offset), except that a new smallest offset goes to the front.
-        pos = len(placed_offsets)
-        for k, off in enumerate(placed_offsets):
-            if off > candidate:
-                pos = k
-                break
+        # TFLM inserts before the first entry with a strictly greater offset.
+        pos = bisect.bisect_right(placed_offsets, candidate)
         placed.insert(pos, i)
         placed_offsets.insert(pos, candidate)
     return offsets

@@ -52,7 +52,7 @@ def write_report(d, path: Path) -> Path:
         "| | bytes | |",
         "|---|---:|---|",
         f"| arena head (activations + scratch) | {e.arena_head_bytes:,} | {kib(e.arena_head_bytes)} |",
-        f"| of which kernel scratch ({t.kernel_library}) | {e.scratch_bytes:,} | |",
+        f"| kernel scratch requested ({t.kernel_library}; planned inside the head) | {e.scratch_bytes:,} | |",
         f"| arena tail (persistent, {t.pointer_bytes * 8}-bit build) | {e.arena_tail_bytes:,} | {kib(e.arena_tail_bytes)} |",
         f"| liveness lower bound of the head | {e.lower_bound_bytes:,} | |",
         f"| reserved RAM (stack, heap, runtime) | {t.reserved_ram_bytes:,} | |",

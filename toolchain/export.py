@@ -9,19 +9,19 @@ op; and activations that follow a convolution fuse into it during conversion. on
 same network inserts PAD ops wherever PyTorch's padding is not TF's SAME (reference-facts.md)
 and needs its own extra packages at conversion time.
 
-The network is read with ``torch.fx``: any module built from these parts exports, whoever wrote
-it: ``nn.Conv2d`` (plain or depthwise), ``nn.BatchNorm2d`` right after a convolution,
-``nn.ReLU``/``ReLU6``/``Hardswish``/``Hardsigmoid``/``Sigmoid`` (as modules or ``F`` calls),
-``F.pad`` with zeros, ``nn.AdaptiveAvgPool2d(1)``, ``torch.mean`` over H and W, ``flatten``,
-``nn.Linear``, ``nn.Identity``/``Dropout`` (dropped) and ``+``/``*`` between tensors.
-Anything else raises :class:`InputError` naming the node.
+The network is read by running it once on a zero image and recording every tensor operation
+(``torch.overrides.TorchFunctionMode``), so padding computed from ``x.shape`` and Python control
+flow just work. Operations that export: 2-D convolution (plain or depthwise), batch-norm right
+after a convolution (folded), a constant added right after a convolution (folded into its
+bias), ReLU, ReLU6, hard-swish, hard-sigmoid, sigmoid, zero ``F.pad``, mean or adaptive average
+pooling over H and W, flatten of a 1x1 map, linear, dropout (dropped), and ``+``/``*`` between
+tensors or with a constant. Anything else raises :class:`InputError` naming the operation.
 
 This module consumes a torch module but imports nothing from ``moofa``.
 """
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,228 +45,247 @@ def _same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tup
     return total // 2, total - total // 2
 
 
-class _Rebuilder:
-    """Walks the fx graph once and builds the Keras tensors node by node."""
+@dataclass
+class _Op:
+    """One recorded torch call: the function's name, its arguments and its output tensor."""
 
-    def __init__(self, gm, tf, input_shape_chw):
+    name: str
+    args: tuple
+    kwargs: dict
+    out: object
+
+
+def _record(module, example):
+    """Run ``module`` once on ``example`` and record every call that made a tensor, outermost only.
+
+    Recording by execution (``TorchFunctionMode``) instead of symbolic tracing means shapes are
+    concrete: padding computed from ``x.shape``, Python control flow and helper functions all
+    just run, and only the tensor operations they end in are seen.
+    """
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    ops: list[_Op] = []
+
+    class Recorder(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            if isinstance(out, torch.Tensor):
+                name = getattr(func, "__name__", None) or str(func)
+                ops.append(_Op(name, args, kwargs, out))
+            return out
+
+    with torch.no_grad(), Recorder():
+        output = module(example)
+    return ops, output
+
+
+class _PendingConv:
+    """A convolution whose batch-norm and constant shift may still be folded in."""
+
+    def __init__(self, src, pads, weight, bias, stride, groups):
+        self.src, self.pads, self.weight, self.bias, self.stride, self.groups = src, pads, weight, bias, stride, groups
+
+
+class _Rebuilder:
+    """Turns the recorded calls into Keras layers (NHWC, batch 1) carrying the weights."""
+
+    IDENTITY = {"contiguous", "clone", "detach", "dropout", "to", "float", "identity"}
+
+    def __init__(self, tf, ops, example, output):
         import torch
 
-        self.torch = torch
-        self.gm = gm
-        self.tf = tf
-        self.L = tf.keras.layers
-        self.modules = dict(gm.named_modules())
-        self.values = {}  # fx node -> keras tensor (NHWC) or ("pad", tensor, pads)
-        self.shapes = {}  # fx node -> NHWC shape without batch
-        self.input_shape_chw = input_shape_chw
-        self.bn_after_conv = self._find_conv_bn_pairs()
+        self.torch, self.tf, self.L = torch, tf, tf.keras.layers
+        self.ops = ops
+        self.values = {}
+        self.uses: dict[int, int] = {}
+        for op in ops:
+            for a in self._tensor_args(op):
+                self.uses[id(a)] = self.uses.get(id(a), 0) + 1
+        self.uses[id(output)] = self.uses.get(id(output), 0) + 1
+        self.example, self.output = example, output
 
-    # -- helpers -------------------------------------------------------------------------------
-    def _find_conv_bn_pairs(self) -> dict:
-        pairs = {}
-        for node in self.gm.graph.nodes:
-            if node.op == "call_module" and isinstance(self.modules[node.target], self.torch.nn.BatchNorm2d):
-                src = node.args[0]
-                if (
-                    src.op == "call_module"
-                    and isinstance(self.modules[src.target], self.torch.nn.Conv2d)
-                    and len(src.users) == 1
-                ):
-                    pairs[src] = node
-        return pairs
+    def _tensor_args(self, op):
+        flat = list(op.args) + list(op.kwargs.values())
+        return [a for a in flat if isinstance(a, self.torch.Tensor)]
 
-    def fail(self, node, why: str):
-        raise InputError(f"cannot export node '{node.name}' ({node.op} {node.target}): {why}")
+    def fail(self, op: _Op, why: str):
+        raise InputError(f"cannot export '{op.name}': {why}")
 
-    def arg(self, a):
-        v = self.values[a]
+    def value(self, t, op=None):
+        """The Keras tensor for a torch tensor, materializing pending pads and convolutions."""
+        v = self.values.get(id(t))
+        if v is None:
+            raise InputError(f"cannot export '{op.name if op else '?'}': it uses a constant tensor of shape {tuple(t.shape)} as an activation")
         if isinstance(v, tuple) and v[0] == "pad":
-            # A pad no convolution absorbed: make it a real ZeroPadding2D.
-            _, t, (left, right, top, bottom) = v
-            return self.L.ZeroPadding2D(((top, bottom), (left, right)))(t)
+            _, src, (left, right, top, bottom) = v
+            v = self.L.ZeroPadding2D(((top, bottom), (left, right)))(src)
+            self.values[id(t)] = v
+        elif isinstance(v, _PendingConv):
+            v = self._conv_layer(v)
+            self.values[id(t)] = v
         return v
 
-    # -- node kinds ---------------------------------------------------------------------------
-    def conv(self, node, conv, bn):
-        torch = self.torch
-        w = conv.weight.detach().double()
-        b = conv.bias.detach().double() if conv.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
-        if bn is not None:
-            scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
-            w = w * scale[:, None, None, None]
-            b = (b - bn.running_mean.double()) * scale + bn.bias.detach().double()
-        src = self.values[node.args[0]]
-        pads = None
-        if isinstance(src, tuple) and src[0] == "pad":
-            _, src, pads = src
-        h, wdt, cin = src.shape[1], src.shape[2], src.shape[3]
-        kh, kw = conv.kernel_size
-        sh, sw = conv.stride
-        ph, pw = conv.padding if not isinstance(conv.padding, str) else (None, None)
-        if conv.padding_mode != "zeros" or conv.dilation != (1, 1):
-            self.fail(node, "only zero padding and dilation 1 export")
-        total = (pads or (0, 0, 0, 0))
-        if isinstance(conv.padding, str):
-            self.fail(node, f"padding='{conv.padding}' is not supported; use F.pad + padding=0")
-        left, right, top, bottom = total[0] + pw, total[1] + pw, total[2] + ph, total[3] + ph
+    def _conv_layer(self, c: _PendingConv):
+        L = self.L
+        src = c.src
+        h, w, cin = src.shape[1], src.shape[2], src.shape[3]
+        out_c, _, kh, kw = c.weight.shape
+        sh, sw = c.stride
+        left, right, top, bottom = c.pads
         if (left, right, top, bottom) == (0, 0, 0, 0):
             padding = "valid"
-        elif (top, bottom) == _same_padding(h, kh, sh) and (left, right) == _same_padding(wdt, kw, sw):
-            padding = "same"
+        elif (top, bottom) == _same_padding(h, kh, sh) and (left, right) == _same_padding(w, kw, sw):
+            padding = "same"  # TF's SAME: no PAD op
         else:
-            src = self.L.ZeroPadding2D(((top, bottom), (left, right)))(src)
+            src = L.ZeroPadding2D(((top, bottom), (left, right)))(src)
             padding = "valid"
-        groups = conv.groups
-        out_c = w.shape[0]
-        if groups == 1:
-            kernel = w.permute(2, 3, 1, 0).numpy().astype(np.float32)  # (kh, kw, in, out)
-            layer = self.L.Conv2D(out_c, (kh, kw), strides=(sh, sw), padding=padding, use_bias=True)
-        elif groups == cin and out_c % cin == 0:
+        bias = c.bias.detach().numpy().astype(np.float32)
+        if c.groups == 1:
+            kernel = c.weight.detach().permute(2, 3, 1, 0).numpy().astype(np.float32)  # (kh, kw, in, out)
+            layer = L.Conv2D(out_c, (kh, kw), strides=(sh, sw), padding=padding)
+        elif c.groups == cin and out_c % cin == 0:
             mult = out_c // cin
-            # torch (cin*mult, 1, kh, kw) -> keras (kh, kw, cin, mult)
-            kernel = w.reshape(cin, mult, kh, kw).permute(2, 3, 0, 1).numpy().astype(np.float32)
-            layer = self.L.DepthwiseConv2D((kh, kw), strides=(sh, sw), padding=padding, depth_multiplier=mult, use_bias=True)
+            kernel = c.weight.detach().reshape(cin, mult, kh, kw).permute(2, 3, 0, 1).numpy().astype(np.float32)
+            layer = L.DepthwiseConv2D((kh, kw), strides=(sh, sw), padding=padding, depth_multiplier=mult)
         else:
-            self.fail(node, f"grouped convolution with groups={groups} is not supported")
+            raise InputError(f"cannot export a grouped convolution with groups={c.groups}")
         y = layer(src)
-        layer.set_weights([kernel, b.numpy().astype(np.float32)])
+        layer.set_weights([kernel, bias])
         return y
-
-    def activation(self, node, kind: str, x):
-        L = self.L
-        if kind == "relu":
-            return L.ReLU()(x)
-        if kind == "relu6":
-            return L.ReLU(6.0)(x)
-        if kind == "hardswish":
-            return L.Activation("hard_swish")(x)
-        if kind == "hardsigmoid":
-            # relu6(x + 3) / 6, PyTorch's definition (Keras 3's hard_sigmoid is the same).
-            return L.Activation("hard_sigmoid")(x)
-        if kind == "sigmoid":
-            return L.Activation("sigmoid")(x)
-        self.fail(node, f"activation {kind}")
 
     def build(self):
         torch, tf, L = self.torch, self.tf, self.L
-        F = torch.nn.functional
-        act_modules = {
-            torch.nn.ReLU: "relu", torch.nn.ReLU6: "relu6", torch.nn.Hardswish: "hardswish",
-            torch.nn.Hardsigmoid: "hardsigmoid", torch.nn.Sigmoid: "sigmoid",
-        }
-        act_functions = {
-            F.relu: "relu", F.relu6: "relu6", F.hardswish: "hardswish", F.hardsigmoid: "hardsigmoid",
-            torch.sigmoid: "sigmoid", torch.relu: "relu",
-        }
-        skip = set(self.bn_after_conv.values())
-        inputs = None
-        output = None
-        for node in self.gm.graph.nodes:
-            if node.op == "placeholder":
-                if inputs is not None:
-                    self.fail(node, "only single-input networks export")
-                c, h, w = self.input_shape_chw
-                inputs = tf.keras.Input((h, w, c), batch_size=1, name="input")
-                self.values[node] = inputs
-            elif node.op == "output":
-                out = node.args[0]
-                if isinstance(out, (tuple, list)):
-                    if len(out) != 1:
-                        self.fail(node, "only single-output networks export")
-                    out = out[0]
-                output = self.arg(out)
-            elif node.op == "call_module":
-                m = self.modules[node.target]
-                if node in skip:
-                    self.values[node] = self.values[node.args[0]]
-                elif isinstance(m, torch.nn.Conv2d):
-                    self.values[node] = self.conv(node, m, self.modules[self.bn_after_conv[node].target] if node in self.bn_after_conv else None)
-                elif type(m) in act_modules:
-                    self.values[node] = self.activation(node, act_modules[type(m)], self.arg(node.args[0]))
-                elif isinstance(m, torch.nn.AdaptiveAvgPool2d):
-                    size = m.output_size if isinstance(m.output_size, int) else tuple(m.output_size)
-                    if size not in (1, (1, 1)):
-                        self.fail(node, "only AdaptiveAvgPool2d(1) exports")
-                    self.values[node] = L.GlobalAveragePooling2D(keepdims=True)(self.arg(node.args[0]))
-                elif isinstance(m, torch.nn.Linear):
-                    x = self.arg(node.args[0])
-                    if len(x.shape) != 2:
-                        self.fail(node, f"Linear on a {len(x.shape)}-D tensor; flatten first")
-                    layer = L.Dense(m.out_features, use_bias=True)
-                    y = layer(x)
-                    bias = m.bias.detach().numpy() if m.bias is not None else np.zeros(m.out_features, np.float32)
-                    layer.set_weights([m.weight.detach().numpy().T.astype(np.float32), bias.astype(np.float32)])
-                    self.values[node] = y
-                elif isinstance(m, (torch.nn.Identity, torch.nn.Dropout)):
-                    self.values[node] = self.values[node.args[0]]
-                elif isinstance(m, torch.nn.Flatten):
-                    self.values[node] = self._flatten(node, self.arg(node.args[0]))
-                elif isinstance(m, torch.nn.BatchNorm2d):
-                    self.fail(node, "batch-norm not directly after a convolution")
-                else:
-                    self.fail(node, f"module type {type(m).__name__}")
-            elif node.op in ("call_function", "call_method"):
-                self.values[node] = self._function(node, act_functions)
-            elif node.op == "get_attr":
-                self.fail(node, "parameters used outside a layer")
-        if inputs is None or output is None:
-            raise InputError("cannot export: the network has no input or output")
-        return tf.keras.Model(inputs, output)
+        if self.example.dim() != 4 or self.example.shape[0] != 1:
+            raise InputError("cannot export: the example input must be one NCHW image")
+        _, c, h, w = self.example.shape
+        inputs = tf.keras.Input((h, w, c), batch_size=1, name="input")
+        self.values[id(self.example)] = inputs
+        for op in self.ops:
+            self.values[id(op.out)] = self._op(op)
+        return tf.keras.Model(inputs, self.value(self.output))
 
-    def _flatten(self, node, x):
-        if len(x.shape) == 2:
-            return x
-        if len(x.shape) == 4 and x.shape[1] == 1 and x.shape[2] == 1:
-            return self.L.Reshape((x.shape[3],))(x)
-        self.fail(node, "flatten of a feature map larger than 1x1 (NCHW and NHWC orders differ)")
+    def _single_use(self, t) -> bool:
+        return self.uses.get(id(t), 0) == 1
 
-    def _function(self, node, act_functions):
-        torch = self.torch
-        F = torch.nn.functional
-        t = node.target
-        name = t if isinstance(t, str) else getattr(t, "__name__", str(t))
-        if t in act_functions:
-            return self.activation(node, act_functions[t], self.arg(node.args[0]))
-        if name in ("relu", "relu_", "sigmoid", "hardswish", "hardsigmoid") and node.op == "call_method":
-            return self.activation(node, name.rstrip("_"), self.arg(node.args[0]))
-        if t in (operator.add, torch.add) or name in ("add", "add_"):
-            return self.L.Add()([self.arg(node.args[0]), self.arg(node.args[1])])
-        if t in (operator.mul, torch.mul) or name in ("mul", "mul_"):
-            return self.L.Multiply()([self.arg(node.args[0]), self.arg(node.args[1])])
-        if t is F.pad:
-            pads = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
-            mode = node.kwargs.get("mode", node.args[2] if len(node.args) > 2 else "constant")
-            value = node.kwargs.get("value", node.args[3] if len(node.args) > 3 else 0)
-            if mode != "constant" or (value or 0) != 0 or len(pads) != 4:
-                self.fail(node, "only zero F.pad over H and W exports")
-            return ("pad", self.arg(node.args[0]), tuple(int(p) for p in pads))
-        if t in (torch.flatten,) or name in ("flatten", "view", "reshape"):
-            return self._flatten(node, self.arg(node.args[0]))
-        if t in (torch.mean,) or name == "mean":
-            dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-            keep = node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False)
-            if sorted(int(d) % 4 for d in dims) != [2, 3]:
-                self.fail(node, "mean over other axes than H and W")
-            return self.L.GlobalAveragePooling2D(keepdims=bool(keep))(self.arg(node.args[0]))
-        if t is F.adaptive_avg_pool2d:
-            return self.L.GlobalAveragePooling2D(keepdims=True)(self.arg(node.args[0]))
-        self.fail(node, f"function {name}")
+    def _op(self, op: _Op):
+        torch, L = self.torch, self.L
+        name = op.name.strip("_") if op.name.startswith("__") else op.name
+        args, kw = op.args, op.kwargs
+        x = args[0] if args else None
+        if name in self.IDENTITY:
+            return self.values.get(id(x)) if isinstance(x, torch.Tensor) else self.fail(op, "no tensor input")
+        if name == "pad":
+            pads = tuple(int(p) for p in (args[1] if len(args) > 1 else kw["pad"]))
+            mode = kw.get("mode", args[2] if len(args) > 2 else "constant")
+            fill = kw.get("value", args[3] if len(args) > 3 else None) or 0
+            if len(pads) != 4 or mode != "constant" or fill != 0:
+                self.fail(op, "only zero padding of H and W exports")
+            return ("pad", self.value(x, op), pads)
+        if name == "conv2d":
+            weight = args[1].detach().double()
+            bias = args[2] if len(args) > 2 else kw.get("bias")
+            stride = _pair(args[3] if len(args) > 3 else kw.get("stride", 1))
+            padding = args[4] if len(args) > 4 else kw.get("padding", 0)
+            dilation = _pair(args[5] if len(args) > 5 else kw.get("dilation", 1))
+            groups = args[6] if len(args) > 6 else kw.get("groups", 1)
+            if isinstance(padding, str) or dilation != (1, 1):
+                self.fail(op, "string padding and dilation are not supported; pad with F.pad")
+            ph, pw = _pair(padding)
+            src = self.values.get(id(x))
+            pads = (0, 0, 0, 0)
+            if isinstance(src, tuple) and src[0] == "pad" and self._single_use(x):
+                _, src, pads = src
+            else:
+                src = self.value(x, op)
+            pads = (pads[0] + pw, pads[1] + pw, pads[2] + ph, pads[3] + ph)
+            b = bias.detach().double() if bias is not None else torch.zeros(weight.shape[0], dtype=torch.float64)
+            return _PendingConv(src, pads, weight, b, stride, groups)
+        if name == "batch_norm":
+            pending = self.values.get(id(x))
+            mean, var = args[1].detach().double(), args[2].detach().double()
+            gamma = (args[3] if len(args) > 3 else kw.get("weight"))
+            beta = (args[4] if len(args) > 4 else kw.get("bias"))
+            eps = kw.get("eps", args[7] if len(args) > 7 else 1e-5)
+            if not isinstance(pending, _PendingConv) or not self._single_use(x):
+                self.fail(op, "batch-norm must directly follow the convolution it normalises")
+            scale = (gamma.detach().double() if gamma is not None else 1.0) / torch.sqrt(var + eps)
+            shift = beta.detach().double() if beta is not None else 0.0
+            return _PendingConv(pending.src, pending.pads, pending.weight * scale[:, None, None, None],
+                                (pending.bias - mean) * scale + shift, pending.stride, pending.groups)
+        if name in ("add", "iadd", "radd", "sub", "rsub") and len(args) == 2:
+            a, b = args
+            if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+                if name != "add" and name != "iadd" and name != "radd":
+                    self.fail(op, "subtraction of tensors")
+                return L.Add()([self.value(a, op), self.value(b, op)])
+            t, k = (a, b) if isinstance(a, torch.Tensor) else (b, a)
+            k = float(k) if name in ("add", "iadd", "radd") else (-float(k) if name == "sub" else None)
+            if k is None:
+                self.fail(op, "constant minus tensor")
+            pending = self.values.get(id(t))
+            if isinstance(pending, _PendingConv) and self._single_use(t):
+                return _PendingConv(pending.src, pending.pads, pending.weight, pending.bias + k, pending.stride, pending.groups)
+            return L.Rescaling(1.0, offset=k)(self.value(t, op))
+        if name in ("mul", "imul", "rmul") and len(args) == 2:
+            a, b = args
+            if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+                return L.Multiply()([self.value(a, op), self.value(b, op)])
+            t, k = (a, b) if isinstance(a, torch.Tensor) else (b, a)
+            return L.Rescaling(float(k))(self.value(t, op))
+        if name in ("relu", "relu_"):
+            return L.ReLU()(self.value(x, op))
+        if name == "relu6" or (name == "hardtanh" and tuple(args[1:3]) == (0.0, 6.0)):
+            return L.ReLU(6.0)(self.value(x, op))
+        if name == "hardswish":
+            return L.Activation("hard_swish")(self.value(x, op))
+        if name == "hardsigmoid":
+            return L.Activation("hard_sigmoid")(self.value(x, op))  # relu6(x + 3) / 6 in both
+        if name == "sigmoid":
+            return L.Activation("sigmoid")(self.value(x, op))
+        if name == "mean":
+            dims = args[1] if len(args) > 1 else kw.get("dim")
+            keep = kw.get("keepdim", args[2] if len(args) > 2 else False)
+            if dims is None or sorted(int(d) % 4 for d in (dims if isinstance(dims, (tuple, list)) else [dims])) != [2, 3]:
+                self.fail(op, "mean over other axes than height and width")
+            return L.GlobalAveragePooling2D(keepdims=bool(keep))(self.value(x, op))
+        if name == "adaptive_avg_pool2d":
+            size = args[1] if len(args) > 1 else kw.get("output_size")
+            if size not in (1, (1, 1), [1, 1]):
+                self.fail(op, "only a pool to 1x1 exports")
+            return L.GlobalAveragePooling2D(keepdims=True)(self.value(x, op))
+        if name in ("flatten", "view", "reshape"):
+            v = self.value(x, op)
+            if tuple(op.out.shape) == (1, int(np.prod(v.shape[1:]))) and (len(v.shape) == 2 or tuple(v.shape[1:3]) == (1, 1)):
+                return v if len(v.shape) == 2 else L.Reshape((v.shape[-1],))(v)
+            self.fail(op, "flatten of a feature map larger than 1x1 (NCHW and NHWC orders differ)")
+        if name == "linear":
+            weight, bias = args[1], (args[2] if len(args) > 2 else kw.get("bias"))
+            layer = L.Dense(weight.shape[0])
+            y = layer(self.value(x, op))
+            b = bias.detach().numpy() if bias is not None else np.zeros(weight.shape[0], np.float32)
+            layer.set_weights([weight.detach().numpy().T.astype(np.float32), b.astype(np.float32)])
+            return y
+        self.fail(op, "not an operation the int8 exporter knows")
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
 def keras_from_torch(module, input_shape_chw: tuple[int, int, int]):
     """The Keras (NHWC, batch 1) rebuild of ``module`` with its weights, batch-norm folded."""
     import torch
-    import torch.fx
 
     from toolchain._tf import tf_quiet
 
     tf = tf_quiet()
-    module = module.eval()
-    try:
-        gm = torch.fx.symbolic_trace(module)
-    except Exception as e:  # fx raises many kinds on data-dependent control flow
-        raise InputError(f"cannot export: torch.fx could not trace the network ({type(e).__name__}: {e})") from None
-    return _Rebuilder(gm, tf, input_shape_chw).build()
+    example = torch.zeros((1, *input_shape_chw))
+    ops, output = _record(module.eval(), example)
+    if not isinstance(output, torch.Tensor):
+        raise InputError("cannot export: the network must return one tensor")
+    return _Rebuilder(tf, ops, example, output).build()
 
 
 def export_int8(

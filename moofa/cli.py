@@ -30,6 +30,9 @@ examples:
   moofa verify model.tflite --target f746,pico --json
   moofa verify model.tflite --all-targets --junit fit.xml   # for CI: exit 1 if it does not fit
   moofa verify model.tflite --target host --measure         # predicted next to TFLM-measured
+  moofa plan model.tflite -o model.planned.tflite            # less SRAM for free
+  moofa train --layout moofa --preset fmnist-cpu             # train a supernet
+  moofa eval --supernet moofa --subnet min                   # a subnet's test top-1
 """
 
 
@@ -85,6 +88,65 @@ def _add_layout(sub) -> None:
     p.add_argument("--json", action="store_true")
 
 
+def _add_plan(sub) -> None:
+    p = sub.add_parser(
+        "plan",
+        help="embed an optimal arena plan in a .tflite so TFLM needs less SRAM",
+        description=(
+            "Compute arena offsets for every activation tensor that pack tighter than TFLM's greedy "
+            "planner, and write a copy of the model carrying them as OfflineMemoryAllocation "
+            "metadata, which TFLM honours. Everything else in the model stays as it was; a plan is "
+            "embedded only when it beats TFLM's own; re-running on the output changes nothing."
+        ),
+    )
+    p.add_argument("model", help="path to a .tflite file")
+    p.add_argument("-o", "--out", help="output path (default MODEL.planned.tflite)")
+    p.add_argument("--exact", action="store_true", help="also run OR-Tools CP-SAT to prove (or find) the optimum")
+    p.add_argument("--time-limit", type=float, default=10.0, help="seconds for --exact (default 10)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--kernel-library", choices=("reference", "cmsis-nn", "esp-nn"), default=None,
+                   help="leave room for this kernel library's scratch buffers (default reference)")
+    g.add_argument("--target", "-t", help="take the kernel library from this board")
+    p.add_argument("--json", action="store_true")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a supernet with progressive shrinking and distillation",
+        description=(
+            "Train an elastic supernet (teacher -> kernel -> depth -> expand, distilled from the "
+            "teacher) with a preset's recipe. Runs on one CPU or GPU; for several use "
+            "`torchrun --nproc_per_node N -m moofa train ...`. Checkpoints are written atomically "
+            "to OUT/checkpoint.pt every couple of minutes; --resume continues a killed run. The "
+            "finished supernet is OUT/supernet.pt; per-step metrics go to OUT/metrics.csv."
+        ),
+    )
+    p.add_argument("--preset", default="fmnist-cpu", help="preset name (moofa/presets/*.toml) or a .toml path (default fmnist-cpu)")
+    p.add_argument("--layout", default="moofa", help="supernet layout: moofa (memory-balanced) or ofa (default moofa)")
+    p.add_argument("--data", help="dataset folder (default: the preset's dataset at its standard place)")
+    p.add_argument("--out", help="run folder (default runs/LAYOUT-PRESET)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (smoke tests)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="float top-1 of a subnet of a trained supernet on the test set",
+        description="Extract a subnet, recalibrate its batch-norm on validation images, report top-1 on the test set.",
+    )
+    p.add_argument("--supernet", default="moofa", help="checkpoint path, or 'moofa' / 'ofa' for the bundled Fashion-MNIST supernets (default moofa)")
+    p.add_argument("--subnet", default="max", help="max, min, random, or a subnet JSON file / block string (default max)")
+    p.add_argument("--resolution", type=int, help="input resolution for max/min/random (default: the largest trained)")
+    p.add_argument("--data", help="dataset folder (default: the checkpoint's dataset at its standard place)")
+    p.add_argument("--split", choices=("test", "val"), default="test", help="report on the test set (default) or the validation split")
+    p.add_argument("--seed", type=int, default=0, help="seed for --subnet random")
+    p.add_argument("--json", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="moofa", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -93,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_targets(sub)
     _add_verify(sub)
     _add_layout(sub)
+    _add_plan(sub)
+    _add_train(sub)
+    _add_eval(sub)
     return parser
 
 
@@ -137,6 +202,47 @@ def _cmd_layout(args) -> int:
     return EXIT_OK
 
 
+def _cmd_plan(args) -> int:
+    from toolchain.offline_plan import default_out_path, format_plan_result, plan_model
+
+    library = args.kernel_library or "reference"
+    if args.target:
+        from toolchain.targets import resolve_target
+
+        library = resolve_target(args.target).kernel_library
+    out = Path(args.out) if args.out else default_out_path(args.model)
+    result = plan_model(args.model, out, exact=args.exact, time_limit_s=args.time_limit, kernel_library=library)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else format_plan_result(result))
+    return EXIT_OK
+
+
+def _cmd_train(args) -> int:
+    from moofa.train import load_preset, train
+
+    preset = load_preset(args.preset)
+    out = Path(args.out or f"runs/{args.layout}-{preset.name}")
+    if not args.resume and (out / "checkpoint.pt").exists():
+        from toolchain.errors import InputError
+
+        raise InputError(f"{out}/checkpoint.pt exists: pass --resume to continue it, or choose another --out")
+    path = train(preset, args.layout, out, data_root=args.data, resume=args.resume, seed=args.seed,
+                 max_steps=args.max_steps, progress=not args.no_progress)
+    print(f"[moofa train] wrote {path}")
+    return EXIT_OK
+
+
+def _cmd_eval(args) -> int:
+    from moofa.evaluate import evaluate_command
+
+    result = evaluate_command(args.supernet, args.subnet, resolution=args.resolution, data=args.data, split=args.split, seed=args.seed)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{result['subnet_string']}\n{args.split} top-1 {result['top1'] * 100:.2f}%  ({result['images']} images, "
+              f"{result['params']:,} params, {result['macs'] / 1e6:.1f} M MACs)")
+    return EXIT_OK
+
+
 def _write_atomically(path: Path, text: str) -> None:
     from toolchain.errors import InputError
 
@@ -168,7 +274,7 @@ def run(argv: list[str] | None, parser: argparse.ArgumentParser, commands: dict)
 
 
 def main(argv: list[str] | None = None) -> int:
-    commands = {"targets": _cmd_targets, "verify": _cmd_verify, "layout": _cmd_layout}
+    commands = {"targets": _cmd_targets, "verify": _cmd_verify, "layout": _cmd_layout, "plan": _cmd_plan, "train": _cmd_train, "eval": _cmd_eval}
     return run(argv, build_parser(), commands)
 
 

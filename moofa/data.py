@@ -577,16 +577,22 @@ class BatchPlanner(Sampler):
         self.rank = int(rank)
         self.world_size = int(world_size)
         self.epoch = 0
+        self.start_step = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        """Select ``epoch``'s order; ``start_step`` skips its first steps (resuming mid-epoch)."""
         self.epoch = int(epoch)
+        self.start_step = int(start_step)
 
     def _per_rank(self) -> int:
         return len(self.indices) // self.world_size if self.world_size > 1 else len(self.indices)
 
-    def __len__(self) -> int:
+    def steps_per_epoch(self) -> int:
         n = self._per_rank()
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __len__(self) -> int:
+        return max(self.steps_per_epoch() - self.start_step, 0)
 
     def resolution_at(self, step: int) -> int:
         if len(self.resolutions) == 1:
@@ -599,7 +605,7 @@ class BatchPlanner(Sampler):
             order = order[_permutation(len(order), _hash_ints(self.seed, self.epoch))]
         if self.world_size > 1:
             order = order[: self._per_rank() * self.world_size][self.rank :: self.world_size]
-        for step in range(len(self)):
+        for step in range(self.start_step, self.steps_per_epoch()):
             chunk = order[step * self.batch_size : (step + 1) * self.batch_size]
             yield BatchPlan(chunk, self.resolution_at(step), _hash_ints(self.seed, self.epoch, step, self.rank))
 
@@ -733,8 +739,8 @@ class Loaders:
     train_source: Dataset | None = field(default=None, repr=False)
     test_source: Dataset | None = field(default=None, repr=False)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.train.sampler.set_epoch(epoch)
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.train.sampler.set_epoch(epoch, start_step)
 
     def eval_loader(
         self, split: str, resolution: int, batch_size: int | None = None, max_images: int | None = None

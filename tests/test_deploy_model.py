@@ -108,3 +108,33 @@ def test_deploy_bad_input_exits_2_one_line(tmp_path, bad_inputs):
         r = deploy(*args)
         assert r.returncode == 2, (args, r.stderr)
         assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_deploy_embeds_a_plan_that_beats_greedy_and_tflm_confirms_it(tmp_path):
+    import plan_corpus
+
+    model = plan_corpus.build_all()["dw_sep_160_plain"]
+    r = deploy("--model", str(model), "--target", "nucleo-h743zi2", "--out", str(tmp_path), "--json", "--samples", "4")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    plan = s["offline_plan"]
+    assert plan["embedded"] and plan["planned_head_bytes"] < plan["greedy_head_bytes"]
+    # TFLM (host) measures the planned head, and our host prediction with the plan agrees.
+    assert s["measured"]["agrees"] and s["tflm_vs_litert"]["identical"]
+    assert read_model(tmp_path / "model.tflite").offline_offsets is not None
+
+
+def test_plan_command(tmp_path):
+    import plan_corpus
+
+    model = plan_corpus.build_all()["uneven_chain"]
+    out = tmp_path / "planned.tflite"
+    code = "import sys; from moofa.cli import main; sys.exit(main())"
+    r = subprocess.run([sys.executable, "-c", code, "plan", str(model), "-o", str(out), "--json", "--target", "f746"],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["planned_head_bytes"] == result["lower_bound_bytes"] < result["greedy_head_bytes"]
+    assert out.is_file()
+    r = subprocess.run([sys.executable, "-c", code, "plan", str(tmp_path / "missing.tflite")], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1

@@ -94,6 +94,7 @@ class DeployResult:
     files: dict = field(default_factory=dict)
     accuracy: dict | None = None
     timings_s: dict = field(default_factory=dict)
+    plan: dict | None = None  # toolchain.offline_plan.PlanResult.to_dict()
 
     @property
     def ok(self) -> bool:
@@ -123,6 +124,7 @@ class DeployResult:
                 "note": self.compile.reason,
             },
             "files": {k: str(v) for k, v in self.files.items()},
+            "offline_plan": self.plan,
             "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()},
         }
         if self.accuracy is not None:
@@ -144,12 +146,19 @@ def deploy_tflite(
     from toolchain.report import write_memory_profile, write_report
 
     say = progress or (lambda msg: None)
-    timings: dict[str, float] = {}
     out_dir.mkdir(parents=True, exist_ok=True)
     model_out = out_dir / "model.tflite"
     if model_path.resolve() != model_out.resolve():
         shutil.copyfile(model_path, model_out.with_name("model.tflite.tmp"))
         model_out.with_name("model.tflite.tmp").replace(model_out)
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    from toolchain.offline_plan import plan_model
+
+    say("plan: embedding an offline arena plan where it beats TFLM's greedy one")
+    plan = plan_model(model_out, model_out, kernel_library=target.kernel_library)
+    timings["plan"] = time.perf_counter() - t
 
     t = time.perf_counter()
     say("verify: predicting the arena and measuring it with TFLM")
@@ -173,6 +182,7 @@ def deploy_tflite(
     timings["codegen"] = time.perf_counter() - t
 
     result = DeployResult(out_dir, v, r, host.arena_head_bytes, host.arena_tail_bytes, agrees, identical, samples, check, files, timings_s=timings)
+    result.plan = plan.to_dict()
     say("report: report.md and memory_profile.png")
     files["memory_profile.png"] = write_memory_profile(r, out_dir / "memory_profile.png")
     files["report.md"] = write_report(result, out_dir / "report.md")

@@ -68,6 +68,9 @@ def write_report(d, path: Path) -> Path:
         f"- TFLM interpreter (64-bit host, reference kernels) measured head {m.arena_head_bytes:,} B and tail "
         f"{m.arena_tail_bytes:,} B; predicted for that build {d.host_head_bytes:,} B and {d.host_tail_bytes:,} B: "
         f"**{'exact match' if d.agrees_with_tflm else 'MISMATCH'}**.",
+        (f"- Offline arena plan embedded: head {d.plan['planned_head_bytes']:,} B instead of TFLM's greedy "
+         f"{d.plan['greedy_head_bytes']:,} B." if d.plan and d.plan.get('planned_head_bytes', 0) < d.plan.get('greedy_head_bytes', 0)
+         else "- TFLM's greedy plan is already optimal for this model (head = liveness lower bound or no better plan found)."),
         f"- TFLM and LiteRT (reference kernels) outputs on {d.cross_check_samples} inputs: "
         f"**{'identical' if d.outputs_identical else 'DIFFERENT'}**.",
     ]

@@ -708,8 +708,12 @@ def _as_is(batch):
 def _loader(maker: BatchMaker, planner: BatchPlanner, num_workers: int, pin_memory: bool) -> DataLoader:
     # batch_size=None turns off PyTorch's automatic batching: each sampler item (a BatchPlan) is
     # passed to maker[plan] whole, in the main process or in a worker alike.
+    # Its own generator: creating an iterator must not draw from torch's global RNG, or a run
+    # resumed mid-epoch would see different dropout masks than one that never stopped. (Batches
+    # are seeded by their BatchPlan, so this generator decides nothing.)
     return DataLoader(
-        maker, batch_size=None, sampler=planner, collate_fn=_as_is, num_workers=num_workers, pin_memory=pin_memory
+        maker, batch_size=None, sampler=planner, collate_fn=_as_is, num_workers=num_workers, pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(0),
     )
 
 

@@ -139,6 +139,18 @@ def _all_reduce_grads(model, world: int) -> None:
         p.grad /= world
 
 
+def _average_buffers(model, world: int) -> None:
+    """Average batch-norm running statistics over ranks, so every rank holds the same model."""
+    if world == 1:
+        return
+    import torch.distributed as dist
+
+    for b in model.buffers():
+        if b.is_floating_point():
+            dist.all_reduce(b, op=dist.ReduceOp.SUM)
+            b /= world
+
+
 def weights_digest(model) -> str:
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
@@ -366,6 +378,7 @@ def train(
                     correct += (logits.argmax(1) == y).float().mean().item() / phase.subnets_per_step
                 _all_reduce_grads(model, world)
                 optimizer.step()
+                _average_buffers(model, world)
                 phase_step += 1
                 steps_done += 1
                 meta.update(phase=phase_index, epoch=epoch, step=step + 1, global_step=meta["global_step"] + 1)

@@ -281,6 +281,9 @@ def keras_from_torch(module, input_shape_chw: tuple[int, int, int]):
     from toolchain._tf import tf_quiet
 
     tf = tf_quiet()
+    # Layer names come from process-wide counters and end up in the .tflite's tensor names: reset
+    # them so that the same network always gives the same bytes.
+    tf.keras.backend.clear_session()
     example = torch.zeros((1, *input_shape_chw))
     ops, output = _record(module.eval(), example)
     if not isinstance(output, torch.Tensor):

@@ -147,6 +147,46 @@ def _add_eval(sub) -> None:
     p.add_argument("--json", action="store_true")
 
 
+def _add_search(sub) -> None:
+    p = sub.add_parser(
+        "search",
+        help="find the most accurate subnet that fits a board's SRAM and flash",
+        description=(
+            "Evolutionary search (OFA's: population, parents, mutation and crossover) over a trained "
+            "supernet's subnets. Every candidate is priced by the analytic TFLM memory model for the "
+            "board (arena head + tail against its arena region minus reserved RAM; model bytes "
+            "against flash minus reserved flash); the objective is the accuracy predictor's "
+            "validation top-1. Exit 1 when not even the smallest subnet fits."
+        ),
+    )
+    p.add_argument("--supernet", default="moofa", help="checkpoint, or moofa / ofa for the bundled ones (default moofa)")
+    p.add_argument("--target", "-t", default="nucleo-f746zg", help="board (default nucleo-f746zg)")
+    p.add_argument("--sram-budget", type=float, metavar="KB", help="override the SRAM budget for the arena, in KiB")
+    p.add_argument("--flash-budget", type=float, metavar="KB", help="override the flash budget for the model, in KiB")
+    p.add_argument("--max-macs", type=float, metavar="M", help="at most this many million MACs")
+    p.add_argument("--population", type=int, default=100)
+    p.add_argument("--generations", type=int, default=500)
+    p.add_argument("--parent-ratio", type=float, default=0.25)
+    p.add_argument("--mutation-ratio", type=float, default=0.5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="write the winning subnet config (JSON) here")
+    p.add_argument("--pareto", metavar="PREFIX", help="write the accuracy/SRAM front as PREFIX.json and PREFIX.png")
+    p.add_argument("--json", action="store_true")
+
+
+def _add_predictor(sub) -> None:
+    p = sub.add_parser("predictor", help="build the accuracy predictor of a supernet",
+                       description="Measure sampled subnets on the validation split (never the test set), fit OFA's MLP, "
+                                   "and save dataset and predictor next to the supernet. Runs across torchrun ranks.")
+    p.add_argument("action", choices=("build",))
+    p.add_argument("--supernet", default="moofa")
+    p.add_argument("--subnets", type=int, default=500, help="how many subnets to measure (default 500)")
+    p.add_argument("--val-images", type=int, default=2000, help="validation images per subnet (default 2000)")
+    p.add_argument("--data", help="dataset folder (default: the supernet's dataset at its standard place)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="moofa", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -158,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan(sub)
     _add_train(sub)
     _add_eval(sub)
+    _add_predictor(sub)
+    _add_search(sub)
     return parser
 
 
@@ -243,6 +285,23 @@ def _cmd_eval(args) -> int:
     return EXIT_OK
 
 
+def _cmd_predictor(args) -> int:
+    from moofa.search import build_predictor
+
+    report = build_predictor(args.supernet, args.subnets, args.seed, args.val_images, args.data, progress=not args.json)
+    if report:
+        print(json.dumps(report, indent=2) if args.json else
+              f"predictor {report['predictor']}: RMSE {report['rmse']:.4f}, Kendall tau {report['kendall_tau']:.3f} "
+              f"on {report['heldout']} held-out subnets ({report['train']} trained on; measuring took {report['measure_s']} s)")
+    return EXIT_OK
+
+
+def _cmd_search(args) -> int:
+    from moofa.search_cli import run_search
+
+    return run_search(args)
+
+
 def _write_atomically(path: Path, text: str) -> None:
     from toolchain.errors import InputError
 
@@ -274,7 +333,8 @@ def run(argv: list[str] | None, parser: argparse.ArgumentParser, commands: dict)
 
 
 def main(argv: list[str] | None = None) -> int:
-    commands = {"targets": _cmd_targets, "verify": _cmd_verify, "layout": _cmd_layout, "plan": _cmd_plan, "train": _cmd_train, "eval": _cmd_eval}
+    commands = {"targets": _cmd_targets, "verify": _cmd_verify, "layout": _cmd_layout, "plan": _cmd_plan, "train": _cmd_train, "eval": _cmd_eval,
+                "predictor": _cmd_predictor, "search": _cmd_search}
     return run(argv, build_parser(), commands)
 
 
@@ -287,11 +347,12 @@ main.cc, report.md, memory_profile.png. Exit 0 when everything checks, 1 when th
 not fit or a check fails, 2 on bad input.
 
 examples:
+  moofa-deploy --target nucleo-f746zg --out build/f746          # search the bundled supernet
   moofa-deploy --model kws.tflite --target nucleo-f746zg --out build/kws
   moofa-deploy --model kws.tflite --target pico --out build/kws --labels yes,no --json
 
-Searching and exporting a subnet of the bundled Fashion-MNIST supernet (no --model) lands with
-the deploy issue; today bring your own int8 .tflite with --model.
+Without --model, it searches the supernet (the bundled Fashion-MNIST MOOFA one by default) for the
+most accurate subnet that fits, exports it to int8, and reports float and int8 test accuracy.
 """
 
 
@@ -300,10 +361,7 @@ def _cmd_deploy(args) -> int:
     from toolchain.targets import resolve_target
 
     if not args.model:
-        raise InputError(
-            "searching the bundled supernet is not available yet (it lands with the deploy issue); "
-            "pass --model FILE.tflite to deploy a model you bring"
-        )
+        return _deploy_supernet(args)
     model = Path(args.model)
     if model.suffix.lower() == ".onnx":
         raise InputError(f"{model}: ONNX input lands with the export issue; convert to .tflite first")
@@ -333,12 +391,35 @@ def _cmd_deploy(args) -> int:
     return EXIT_OK if result.ok else EXIT_DOES_NOT_FIT
 
 
+def _deploy_supernet(args) -> int:
+    from moofa.deploy import DoesNotFit, deploy_supernet
+    from toolchain.targets import resolve_target
+
+    target = resolve_target(args.target)
+    say = (lambda msg: None) if args.json else (lambda msg: print(f"[moofa-deploy] {msg}", file=sys.stderr, flush=True))
+    try:
+        summary = deploy_supernet(args.supernet or "moofa", target, Path(args.out), seed=args.seed, data=args.data, progress=say)
+    except DoesNotFit as e:
+        print(f"moofa-deploy: {e}", file=sys.stderr)
+        return EXIT_DOES_NOT_FIT
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        a = summary["accuracy"]
+        print(f"{target.name}: {'fits' if summary['fits'] else 'DOES NOT FIT'}; arena {summary['sram']['arena_bytes']:,} B, "
+              f"model {summary['flash']['model_bytes']:,} B; top-1 float {a['float_top1'] * 100:.2f}% / int8 {a['int8_top1'] * 100:.2f}% "
+              f"on {a['test_images']:,} test images; files in {args.out} (see report.md)")
+    return EXIT_OK if summary["ok"] else EXIT_DOES_NOT_FIT
+
+
 def deploy_main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="moofa-deploy", description=DEPLOY_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", "-t", required=True, help="board name, alias or .toml path (see `moofa targets`)")
     parser.add_argument("--out", "-o", required=True, help="folder for the model, firmware files and report")
     parser.add_argument("--model", "-m", help="a .tflite model to deploy instead of searching the supernet")
-    parser.add_argument("--supernet", help="supernet checkpoint to search (lands with the deploy issue)")
+    parser.add_argument("--supernet", help="supernet checkpoint, or moofa / ofa for the bundled ones (default moofa)")
+    parser.add_argument("--data", help="dataset folder for accuracy and calibration (default: the supernet's dataset)")
+    parser.add_argument("--seed", type=int, default=0, help="search seed (same seed, same model.tflite)")
     parser.add_argument("--labels", help="comma-separated class names for model_config.h")
     parser.add_argument("--samples", type=int, default=32, help="inputs for the TFLM vs LiteRT cross-check (default 32)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary (sram/flash blocks as in verify)")

@@ -102,7 +102,7 @@ def test_deploy_bad_input_exits_2_one_line(tmp_path, bad_inputs):
     for args in (
         ["--model", str(tmp_path / "missing.tflite"), "--target", "f746", "--out", str(tmp_path / "a")],
         ["--model", str(bad_inputs["random"]), "--target", "f746", "--out", str(tmp_path / "b")],
-        ["--target", "f746", "--out", str(tmp_path / "c")],
+        ["--supernet", str(tmp_path / "no-such.pt"), "--target", "f746", "--out", str(tmp_path / "c")],
         ["--model", "x.onnx", "--target", "f746", "--out", str(tmp_path / "d")],
     ):
         r = deploy(*args)

@@ -1,0 +1,114 @@
+"""``moofa-deploy`` from a trained supernet: search -> extract -> export -> verify -> firmware.
+
+1. search: the most accurate subnet (accuracy predictor) that fits the board (analytic memory);
+2. extract: the static PyTorch subnet, batch-norm recalibrated on validation images;
+3. export: full-int8 TFLite calibrated on training images (:mod:`toolchain.export`);
+4. accuracy: float and int8 top-1 on the whole test set;
+5. the rest is :func:`toolchain.deploy.deploy_tflite`: offline plan, verify + TFLM measurement,
+   TFLM vs LiteRT, firmware headers, report.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from toolchain.errors import InputError
+
+
+def int8_top1(model_path: Path, loader) -> float:
+    """Top-1 of an int8 .tflite on a loader of normalised NCHW float images (LiteRT)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(model_path))
+    it.allocate_tensors()
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+    scale, zero = i["quantization"]
+    correct = total = 0
+    for x, y in loader:
+        q = np.clip(np.round(x.numpy().transpose(0, 2, 3, 1) / scale) + zero, -128, 127).astype(np.int8)
+        for sample, label in zip(q, y.numpy()):
+            it.set_tensor(i["index"], sample[None])
+            it.invoke()
+            correct += int(np.argmax(it.get_tensor(o["index"])[0]) == label)
+            total += 1
+    return correct / max(total, 1)
+
+
+def deploy_supernet(supernet_spec: str, target, out_dir: Path, seed: int = 0, data: str | None = None,
+                    sram_kb: float | None = None, flash_kb: float | None = None, progress=None,
+                    generations: int = 500, calibration_images: int = 256) -> dict:
+    """The whole pipeline; returns the deploy summary (``toolchain.deploy.DeployResult``) plus accuracy."""
+    from moofa.analytic import Pricer
+    from moofa.data import make_loaders
+    from moofa.evaluate import load_supernet, resolve_supernet
+    from moofa.search import Constraints, UnreachableBudget, evolution_search, load_predictor_for
+    from moofa.search_cli import budgets_for
+    from moofa.space import SearchSpace
+    from moofa.train import evaluate_subnet, top1
+    from toolchain.deploy import deploy_tflite
+    from toolchain.export import export_int8
+
+    say = progress or (lambda msg: None)
+    timings = {}
+    t = time.perf_counter()
+    path = resolve_supernet(supernet_spec)
+    net, meta = load_supernet(supernet_spec)
+    space = SearchSpace(net.layout, resolutions=tuple(meta["resolutions"]))
+    predictor = load_predictor_for(path, space)
+    sram, flash = budgets_for(target, sram_kb, flash_kb)
+    say(f"search: evolution over {space.layout.name} subnets for {target.name} (arena <= {sram:,} B, model <= {flash:,} B)")
+    try:
+        found = evolution_search(space, predictor, Pricer(net.layout, target), Constraints(sram, flash), generations=generations, seed=seed)
+    except UnreachableBudget as e:
+        s = e.smallest
+        raise DoesNotFit(f"no subnet of {path.name} fits {target.name}: the smallest needs {s['arena_bytes']:,} B of arena "
+                         f"(budget {sram:,} B) and {s['flash_bytes']:,} B of flash (budget {flash:,} B)") from None
+    timings["search"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say(f"extract: {found.config.to_string()} (predicted val top-1 {found.predicted_top1 * 100:.2f}%)")
+    preset = meta["preset"]
+    loaders = make_loaders(meta["dataset"]["name"], data, preset["batch_size"], tuple(meta["resolutions"]), preset["val_size"], meta["seed"])
+    res = found.config.resolution
+    val_acc, _, subnet = evaluate_subnet(net, found.config, loaders, torch.device("cpu"), split="val", bn_images=preset["bn_recal_images"])
+    test_loader = loaders.eval_loader("test", res, batch_size=500)
+    float_acc, n_test = top1(subnet, test_loader, torch.device("cpu"))
+    timings["extract_eval"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say("export: int8 TFLite (Keras rebuild, calibrated on training images)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    calib = torch.cat([x for x, _ in loaders.eval_loader("train", res, batch_size=calibration_images, max_images=calibration_images)]).numpy()
+    staged = out_dir / "exported.tflite"
+    export = export_int8(subnet, calib, staged)
+    timings["export"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say(f"accuracy: int8 top-1 on the {n_test:,} test images")
+    q_acc = int8_top1(staged, test_loader)
+    timings["int8_eval"] = time.perf_counter() - t
+
+    (out_dir / "subnet.json").write_text(found.config.to_json(indent=2) + "\n")
+    labels = list(meta["dataset"].get("class_names") or [])
+    result = deploy_tflite(staged, target, out_dir, labels=labels, seed=seed, progress=say)
+    staged.unlink(missing_ok=True)
+    accuracy = {"float_top1": float_acc, "int8_top1": q_acc, "loss_pt": round((float_acc - q_acc) * 100, 2),
+                "val_top1": val_acc, "predicted_val_top1": found.predicted_top1, "test_images": n_test}
+    result.accuracy = accuracy
+    result.timings_s = {**timings, **result.timings_s}
+    from toolchain.report import write_report
+
+    write_report(result, out_dir / "report.md")
+    summary = result.to_dict()
+    summary.update(subnet=found.config.to_dict(), supernet=str(path), accuracy=accuracy, export={"float_max_abs_diff": export.float_max_abs_diff, "op_kinds": export.op_kinds})
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+class DoesNotFit(Exception):
+    """No subnet fits the board (exit code 1)."""

@@ -1,0 +1,95 @@
+"""``moofa search``: the command around :func:`moofa.search.evolution_search`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+EXIT_OK, EXIT_DOES_NOT_FIT = 0, 1
+
+
+def budgets_for(target, sram_kb: float | None = None, flash_kb: float | None = None):
+    """(SRAM budget for the arena, flash budget for the model) in bytes: the board's, or overrides."""
+    sram = int(sram_kb * 1024) if sram_kb is not None else target.arena_region_bytes - target.reserved_ram_bytes
+    flash = int(flash_kb * 1024) if flash_kb is not None else target.flash_bytes - target.reserved_flash_bytes
+    return sram, flash
+
+
+def cost_blocks(cost, target, sram_budget: int, flash_budget: int) -> tuple[dict, dict]:
+    """The ``sram`` and ``flash`` blocks, with the keys ``moofa verify`` uses."""
+    sram = {
+        "arena_bytes": cost.arena_bytes, "arena_head_bytes": cost.arena_head_bytes, "arena_tail_bytes": cost.arena_tail_bytes,
+        "scratch_bytes": cost.scratch_bytes, "reserved_bytes": target.reserved_ram_bytes,
+        "budget_bytes": sram_budget + target.reserved_ram_bytes, "headroom_bytes": sram_budget - cost.arena_bytes,
+    }
+    flash = {
+        "model_bytes": cost.flash_bytes, "reserved_bytes": target.reserved_flash_bytes,
+        "budget_bytes": flash_budget + target.reserved_flash_bytes, "headroom_bytes": flash_budget - cost.flash_bytes,
+    }
+    return sram, flash
+
+
+def run_search(args) -> int:
+    from moofa.analytic import Pricer
+    from moofa.evaluate import load_supernet, resolve_supernet
+    from moofa.search import Constraints, UnreachableBudget, evolution_search, load_predictor_for
+    from moofa.space import SearchSpace
+    from toolchain.targets import resolve_target
+
+    target = resolve_target(args.target)
+    path = resolve_supernet(args.supernet)
+    net, meta = load_supernet(args.supernet)
+    space = SearchSpace(net.layout, resolutions=tuple(meta["resolutions"]))
+    predictor = load_predictor_for(path, space)
+    sram, flash = budgets_for(target, args.sram_budget, args.flash_budget)
+    constraints = Constraints(sram, flash, int(args.max_macs * 1e6) if args.max_macs else None)
+    pricer = Pricer(net.layout, target)
+    try:
+        r = evolution_search(space, predictor, pricer, constraints, args.population, args.generations, args.parent_ratio, args.mutation_ratio, seed=args.seed)
+    except UnreachableBudget as e:
+        s = e.smallest
+        print(f"moofa search: no subnet fits {target.name}: the smallest needs {s['arena_bytes']:,} B of arena "
+              f"(budget {sram:,} B) and {s['flash_bytes']:,} B of flash (budget {flash:,} B)")
+        if args.json:
+            print(json.dumps({"fits": False, "smallest": s}))
+        return EXIT_DOES_NOT_FIT
+    sram_block, flash_block = cost_blocks(r.cost, target, sram, flash)
+    out = {"subnet": r.config.to_dict(), "predicted_top1": r.predicted_top1, "target": target.name, "sram": sram_block, "flash": flash_block,
+           "macs": r.cost.macs, "params": r.cost.params, "evaluated": r.evaluated, "search_s": round(r.search_s, 2)}
+    if args.out:
+        Path(args.out).write_text(r.config.to_json(indent=2) + "\n")
+    if args.pareto:
+        write_pareto(args.pareto, r.population, pricer)
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"{r.config.to_string()}\n  predicted val top-1 {r.predicted_top1 * 100:.2f}%  ({r.cost.macs / 1e6:.1f} M MACs, {r.cost.params:,} params)")
+        print(f"  SRAM: arena {r.cost.arena_bytes:,} B of {sram:,} B (head-room {sram - r.cost.arena_bytes:,} B) on {target.name}")
+        print(f"  flash: model {r.cost.flash_bytes:,} B of {flash:,} B (head-room {flash - r.cost.flash_bytes:,} B)")
+        print(f"  {r.evaluated:,} subnets priced in {r.search_s:.1f} s")
+    return EXIT_OK
+
+
+def write_pareto(prefix: str, population, pricer) -> None:
+    """The accuracy / SRAM front of the last population, as JSON and a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = sorted(((pricer(c).arena_bytes, acc, c) for c, acc in population), key=lambda p: (p[0], -p[1]))
+    front, best = [], -1.0
+    for mem, acc, c in points:
+        if acc > best:
+            front.append((mem, acc, c))
+            best = acc
+    Path(prefix + ".json").write_text(json.dumps([{"arena_bytes": m, "predicted_top1": a, "subnet": c.to_dict()} for m, a, c in front], indent=2))
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    ax.scatter([p[0] / 1024 for p in points], [p[1] * 100 for p in points], s=8, alpha=0.4, label="last population")
+    ax.plot([p[0] / 1024 for p in front], [p[1] * 100 for p in front], "o-", color="#e45756", label="front")
+    ax.set_xlabel("arena (KiB)")
+    ax.set_ylabel("predicted val top-1 (%)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(prefix + ".png")
+    plt.close(fig)

@@ -1,0 +1,59 @@
+"""moofa-deploy from a supernet: search -> extract -> export -> verify -> firmware, end to end
+on a tiny supernet trained here (the bundled one is exercised by `make deploy`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_moofa_train import TINY_PRESET, _idx
+from moofa.search import build_predictor
+from moofa.train import load_preset, train
+from toolchain.targets import resolve_target
+from toolchain.tflite_reader import read_model
+
+EXPECTED = {"model.tflite", "subnet.json", "model_data.h", "model_data.cc", "model_ops.h", "model_config.h", "report.md", "memory_profile.png"}
+
+
+@pytest.fixture(scope="module")
+def tiny_supernet(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 160), ("t10k", 48)):
+        labels = rng.integers(0, 10, n)
+        _idx(root / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 60, (n, 16, 16)) + labels[:, None, None] * 18)
+        _idx(root / f"{split}-labels-idx1-ubyte.gz", labels)
+    preset = tmp_path_factory.mktemp("preset") / "tiny.toml"
+    preset.write_text(TINY_PRESET)
+    run = tmp_path_factory.mktemp("run")
+    path = train(load_preset(str(preset)), "moofa", run, data_root=str(root), progress=False)
+    report = build_predictor(str(path), n=12, val_images=32, data=str(root), progress=False)
+    return path, root, report
+
+
+def test_predictor_is_saved_next_to_the_supernet_with_its_identity(tiny_supernet):
+    path, _, report = tiny_supernet
+    assert Path(report["predictor"]).parent == path.parent
+    data = json.loads(Path(report["dataset"]).read_text())
+    assert data["split"] == "val" and len(data["subnets"]) == 12
+
+
+def test_deploy_supernet_end_to_end_and_reproducible(tiny_supernet, tmp_path):
+    from moofa.deploy import deploy_supernet
+
+    path, root, _ = tiny_supernet
+    target = resolve_target("nucleo-f746zg")
+    a = deploy_supernet(str(path), target, tmp_path / "a", data=str(root), generations=15)
+    assert EXPECTED <= {p.name for p in (tmp_path / "a").iterdir()}
+    assert a["fits"] and a["measured"]["agrees"] and a["tflm_vs_litert"]["identical"]
+    acc = a["accuracy"]
+    assert {"float_top1", "int8_top1"} <= acc.keys() and acc["test_images"] == 48
+    # The exported graph is the one the analytic model priced.
+    graph = read_model(tmp_path / "a" / "model.tflite")
+    assert "PAD" not in graph.op_kinds and "TRANSPOSE" not in graph.op_kinds
+    assert json.loads((tmp_path / "a" / "subnet.json").read_text()) == a["subnet"]
+    b = deploy_supernet(str(path), target, tmp_path / "b", data=str(root), generations=15)
+    assert (tmp_path / "a" / "model.tflite").read_bytes() == (tmp_path / "b" / "model.tflite").read_bytes()

@@ -1,0 +1,131 @@
+"""Training: every phase runs, checkpoints resume mid-epoch, DDP ranks stay in lockstep."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from moofa.train import load_checkpoint, load_preset, resolve_choices, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_PRESET = """
+name = "tiny"
+dataset = "idx"
+resolutions = [12, 16]
+batch_size = 16
+val_size = 32
+bn_recal_images = 32
+checkpoint_every_s = 0
+[[phase]]
+name = "teacher"
+epochs = 0.5
+lr = 0.05
+distill = false
+[[phase]]
+name = "kernel"
+epochs = 0.5
+lr = 0.01
+kernels = "all"
+[[phase]]
+name = "depth-1"
+epochs = 0.5
+lr = 0.01
+kernels = "all"
+depths = "top2"
+subnets_per_step = 2
+[[phase]]
+name = "expand-1"
+epochs = 0.5
+lr = 0.01
+kernels = "all"
+depths = "all"
+expands = "all"
+subnets_per_step = 2
+reorganize = 0
+"""
+
+
+def _idx(path: Path, array: np.ndarray) -> None:
+    header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 160), ("t10k", 48)):
+        labels = rng.integers(0, 10, n)
+        images = rng.integers(0, 60, (n, 16, 16)) + labels[:, None, None] * 18  # learnable: brightness = class
+        _idx(root / f"{split}-images-idx3-ubyte.gz", images)
+        _idx(root / f"{split}-labels-idx1-ubyte.gz", labels)
+    preset_path = tmp_path_factory.mktemp("preset") / "tiny.toml"
+    preset_path.write_text(TINY_PRESET)
+    return root, preset_path
+
+
+def test_all_phases_then_weights_only_checkpoint(tiny, tmp_path):
+    root, preset_path = tiny
+    final = train(load_preset(str(preset_path)), "moofa", tmp_path, data_root=str(root), progress=False)
+    state, meta = load_checkpoint(final)  # torch.load(weights_only=True) inside
+    assert meta["phase"] == 4 and [h["phase"] for h in meta["history"]] == ["teacher", "kernel", "depth-1", "expand-1"]
+    assert all(0.0 <= h["val_top1_max"] <= 1.0 for h in meta["history"])
+    assert "optimizer" not in state  # the bundled form: weights and metadata only
+    header = (tmp_path / "metrics.csv").read_text().splitlines()[0]
+    assert header.startswith("time,phase,epoch,step")
+
+
+def test_resume_continues_where_the_run_stopped(tiny, tmp_path):
+    root, preset_path = tiny
+    preset = load_preset(str(preset_path))
+    ckpt = train(preset, "moofa", tmp_path, data_root=str(root), max_steps=3, progress=False)
+    _, meta = load_checkpoint(ckpt)
+    assert meta["global_step"] == 3 and meta["phase"] == 0 and meta["step"] == 3
+    # A run that had not stopped and a resumed one reach the same weights.
+    final = train(preset, "moofa", tmp_path, data_root=str(root), resume=True, progress=False)
+    straight = train(preset, "moofa", tmp_path / "straight", data_root=str(root), progress=False)
+    a, _ = load_checkpoint(final)
+    b, _ = load_checkpoint(straight)
+    for name in ("stem.conv.conv.weight", "head.classifier.weight"):
+        assert torch.allclose(a["model"][name], b["model"][name], atol=1e-5), name
+
+
+def test_phase_choices_are_relative_to_the_layout():
+    assert resolve_choices("top2", (3, 4, 6)) == (4, 6)
+    assert resolve_choices("all", (7, 3, 5)) == (3, 5, 7)
+    assert resolve_choices("max", (2, 3, 4)) == (4,)
+
+
+def test_two_cpu_ranks_hold_the_same_weights(tiny, tmp_path):
+    root, preset_path = tiny
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", "-m", "moofa", "train",
+         "--preset", str(preset_path), "--layout", "moofa", "--data", str(root), "--out", str(tmp_path), "--max-steps", "2", "--no-progress"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    digests = json.loads((tmp_path / "train_summary.json").read_text())["rank_weight_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+
+
+def test_bad_preset_is_one_line(tmp_path):
+    from toolchain.errors import InputError
+
+    with pytest.raises(InputError, match="unknown preset"):
+        load_preset("no-such-preset")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\n[[phase]]\nname = "t"\nepochs = 1\nlr = 0.1\nfoo = 3\n')
+    with pytest.raises(InputError, match="phase"):
+        load_preset(str(bad))

@@ -42,7 +42,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     x, y = torch.randn(args.batch, 1, 28, 28), torch.randint(0, 10, (args.batch,))
-    print(f"| layout | subnet | supernet step s | static subnet step s | ratio | supernet imgs/s |\n|---|---|---:|---:|---:|---:|")
+    print("| layout | subnet | supernet step s | static subnet step s | ratio | supernet imgs/s |\n|---|---|---:|---:|---:|---:|")
     for name in ("moofa", "ofa"):
         net = Supernet(get_layout(name, resolution=28, in_channels=1, num_classes=10)).train()
         for which, config in (("largest", net.space.max_config(28)), ("random", net.space.sample(random.Random(1)))):

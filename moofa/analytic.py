@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from moofa.chainplan import ChainPiece, PieceModel, boundary_order, chain_head_bytes
 from moofa.blocks import FIRST_CONV_KERNEL, BlockSpec, SubnetSpec, make_block, same_output_size, subnet_spec
 from toolchain.graph import Graph, Tensor
-from toolchain.planner import align_up, plan_graph
+from toolchain.planner import align_up
 
 if TYPE_CHECKING:  # pragma: no cover
     from moofa.layouts import Layout

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -304,11 +303,10 @@ def _cmd_search(args) -> int:
 
 def _write_atomically(path: Path, text: str) -> None:
     from toolchain.errors import InputError
+    from toolchain.files import write_atomically
 
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_atomically(path, text)
     except OSError as e:
         raise InputError(f"{path}: cannot write: {e.strerror}") from None
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from toolchain.errors import InputError
 
 
 def int8_top1(model_path: Path, loader) -> float:

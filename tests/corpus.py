@@ -24,7 +24,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -396,16 +395,9 @@ def _quietly(fn: Callable[[], bytes]) -> bytes:
 def _write_atomically(path: Path, data: bytes) -> None:
     """Write via a temporary file in the same folder, so a reader (or a parallel test worker)
     never sees a half-written model."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    from toolchain.files import write_atomically
+
+    write_atomically(path, data)
 
 
 def build_model(name: str, out_dir: Path) -> Path:

@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from test_moofa_train import TINY_PRESET, _idx
 from moofa.search import build_predictor
 from moofa.train import load_preset, train
 from toolchain.targets import resolve_target
@@ -19,15 +17,8 @@ EXPECTED = {"model.tflite", "subnet.json", "model_data.h", "model_data.cc", "mod
 
 
 @pytest.fixture(scope="module")
-def tiny_supernet(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 160), ("t10k", 48)):
-        labels = rng.integers(0, 10, n)
-        _idx(root / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 60, (n, 16, 16)) + labels[:, None, None] * 18)
-        _idx(root / f"{split}-labels-idx1-ubyte.gz", labels)
-    preset = tmp_path_factory.mktemp("preset") / "tiny.toml"
-    preset.write_text(TINY_PRESET)
+def tiny_supernet(tiny, tmp_path_factory):
+    root, preset = tiny
     run = tmp_path_factory.mktemp("run")
     path = train(load_preset(str(preset)), "moofa", run, data_root=str(root), progress=False)
     report = build_predictor(str(path), n=12, val_images=32, data=str(root), progress=False)
@@ -55,5 +46,5 @@ def test_deploy_supernet_end_to_end_and_reproducible(tiny_supernet, tmp_path):
     graph = read_model(tmp_path / "a" / "model.tflite")
     assert "PAD" not in graph.op_kinds and "TRANSPOSE" not in graph.op_kinds
     assert json.loads((tmp_path / "a" / "subnet.json").read_text()) == a["subnet"]
-    b = deploy_supernet(str(path), target, tmp_path / "b", data=str(root), generations=15)
+    deploy_supernet(str(path), target, tmp_path / "b", data=str(root), generations=15)
     assert (tmp_path / "a" / "model.tflite").read_bytes() == (tmp_path / "b" / "model.tflite").read_bytes()

@@ -2,78 +2,18 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from moofa.train import load_checkpoint, load_preset, resolve_choices, train
 
 REPO = Path(__file__).resolve().parents[1]
-
-TINY_PRESET = """
-name = "tiny"
-dataset = "idx"
-resolutions = [12, 16]
-batch_size = 16
-val_size = 32
-bn_recal_images = 32
-checkpoint_every_s = 0
-[[phase]]
-name = "teacher"
-epochs = 0.5
-lr = 0.05
-distill = false
-[[phase]]
-name = "kernel"
-epochs = 0.5
-lr = 0.01
-kernels = "all"
-[[phase]]
-name = "depth-1"
-epochs = 0.5
-lr = 0.01
-kernels = "all"
-depths = "top2"
-subnets_per_step = 2
-[[phase]]
-name = "expand-1"
-epochs = 0.5
-lr = 0.01
-kernels = "all"
-depths = "all"
-expands = "all"
-subnets_per_step = 2
-reorganize = 0
-"""
-
-
-def _idx(path: Path, array: np.ndarray) -> None:
-    header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 160), ("t10k", 48)):
-        labels = rng.integers(0, 10, n)
-        images = rng.integers(0, 60, (n, 16, 16)) + labels[:, None, None] * 18  # learnable: brightness = class
-        _idx(root / f"{split}-images-idx3-ubyte.gz", images)
-        _idx(root / f"{split}-labels-idx1-ubyte.gz", labels)
-    preset_path = tmp_path_factory.mktemp("preset") / "tiny.toml"
-    preset_path.write_text(TINY_PRESET)
-    return root, preset_path
-
 
 def test_all_phases_then_weights_only_checkpoint(tiny, tmp_path):
     root, preset_path = tiny

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from corpus import CORPUS
-from toolchain.errors import InputError
 from toolchain.memory import estimate_arena
 from toolchain.planner import check_no_overlap
 from toolchain.targets import resolve_target

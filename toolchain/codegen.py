@@ -19,6 +19,7 @@ from pathlib import Path
 import jinja2
 
 from toolchain.errors import InputError
+from toolchain.files import write_atomically
 from toolchain.graph import Graph
 from toolchain.memory import ArenaEstimate
 from toolchain.planner import align_up
@@ -114,11 +115,7 @@ def render_firmware(
     written = {}
     for name in FIRMWARE_FILES:
         text = env.get_template(name + ".j2").render(**context)
-        path = out_dir / name
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-        written[name] = path
+        written[name] = write_atomically(out_dir / name, text)
     return written
 
 

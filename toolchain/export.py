@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from toolchain.errors import InputError
+from toolchain.files import write_atomically
 
 
 @dataclass
@@ -156,7 +157,7 @@ class _Rebuilder:
         return y
 
     def build(self):
-        torch, tf, L = self.torch, self.tf, self.L
+        tf = self.tf
         if self.example.dim() != 4 or self.example.shape[0] != 1:
             raise InputError("cannot export: the example input must be one NCHW image")
         _, c, h, w = self.example.shape
@@ -335,9 +336,5 @@ def export_int8(
     converter.inference_output_type = tf.int8
     data = quietly(converter.convert)
     graph = parse_model(data, str(out_path))
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(out_path)
+    out_path = write_atomically(out_path, data)
     return ExportResult(out_path, len(data), diff, graph.op_kinds)

@@ -41,11 +41,8 @@ be slid down to one); the solver works in 16-byte units.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
 import random
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from toolchain.errors import InputError
+from toolchain.files import read_input_bytes, write_atomically
 from toolchain.graph import Graph
 from toolchain.planner import (
     ARENA_ALIGNMENT,
@@ -499,28 +497,8 @@ def default_out_path(path) -> Path:
     return path.with_name(f"{path.stem}.planned{path.suffix or '.tflite'}")
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a .tflite file") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read: {e.strerror}") from None
+_write_atomically = write_atomically
+_read = read_input_bytes
 
 
 def plan_model(path, out_path=None, exact: bool = False, time_limit_s: float = 10.0,

@@ -102,7 +102,6 @@ def write_report(d, path: Path) -> Path:
         f"- `kTensorArenaSize` = predicted arena × margin {t.arena_margin}.",
         "",
     ]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
-    return path
+    from toolchain.files import write_atomically
+
+    return write_atomically(path, "\n".join(lines))

@@ -15,6 +15,7 @@ from pathlib import Path
 from ai_edge_litert import schema_py_generated as schema
 
 from toolchain.errors import InputError, UnsupportedModelError
+from toolchain.files import read_input_bytes
 from toolchain.graph import Graph, Op, Tensor
 
 OFFLINE_PLAN_METADATA = "OfflineMemoryAllocation"
@@ -52,16 +53,7 @@ class _Bounds:
 
 def read_model(path: str | Path) -> Graph:
     """Parse a .tflite file into a :class:`Graph` (its first subgraph)."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a .tflite file") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read: {e.strerror}") from None
-    return parse_model(data, str(path))
+    return parse_model(read_input_bytes(path), str(path))
 
 
 def check_identifier(data: bytes, where: str) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from toolchain.graph import Graph
 from toolchain.memory import ArenaEstimate, estimate_for_target
 from toolchain.tflite_reader import parse_model
-from toolchain.errors import InputError
+from toolchain.files import read_input_bytes
 
 MEASURED_ON = "tflite-micro host interpreter (64-bit, reference kernels)"
 
@@ -117,14 +117,7 @@ class Verification:
 def verify_model(path: str | Path, targets: list, measure: bool = False) -> Verification:
     """Predict (and optionally measure) the memory of the model at ``path`` on each target."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a .tflite file") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read: {e.strerror}") from None
+    data = read_input_bytes(path)
     graph = parse_model(data, str(path))
     results = [TargetResult(t, estimate_for_target(graph, t), len(data)) for t in targets]
     notes = []

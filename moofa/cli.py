@@ -83,8 +83,12 @@ def _add_layout(sub) -> None:
     p.add_argument("name", help="layout: ofa or moofa")
     p.add_argument("--resolution", "-r", type=int, default=224, help="input height and width (default 224)")
     p.add_argument("--channels", "-c", type=int, default=3, help="input channels (default 3)")
-    p.add_argument("--memory", choices=("paper", "sram"), default="paper", help="memory definition to balance (default paper)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--memory", choices=("paper", "sram"), default=None,
+                   help="memory to balance: paper (elements of input + output + weights per layer) or sram "
+                        "(int8 arena bytes from the planner); default paper for moofa, sram for ofa")
+    p.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (default 1000)")
+    p.add_argument("--flash-budget", type=float, metavar="KB", help="moofa with --memory sram: cap the largest subnet's weights")
+    p.add_argument("--json", action="store_true", help="print JSON with a 'widths' list in network order")
 
 
 def _add_plan(sub) -> None:
@@ -239,7 +243,8 @@ def _cmd_verify(args) -> int:
 def _cmd_layout(args) -> int:
     from moofa.layouts import layout_command
 
-    print(layout_command(args.name, args.resolution, args.channels, args.memory, args.json))
+    flash = int(args.flash_budget * 1024) if args.flash_budget is not None else None
+    print(layout_command(args.name, args.resolution, args.channels, args.memory, args.json, args.num_classes, flash))
     return EXIT_OK
 
 

@@ -236,47 +236,86 @@ def heuristic_packing(buffers: list[Buffer], iterations: int = LOCAL_SEARCH_ITER
     return Packing(offsets, head, method)
 
 
-def exact_packing(buffers: list[Buffer], hint: Packing, time_limit_s: float = 10.0,
-                  num_workers: int = 2) -> Packing:
-    """Minimise the head with CP-SAT (no overlap in address x time), warm-started by ``hint``."""
-    try:
-        from ortools.sat.python import cp_model
-    except ImportError:  # pragma: no cover - ortools is in the `plan` extra
-        raise InputError("exact planning needs OR-Tools: pip install 'moofa[plan]'") from None
-    if not buffers:
-        return Packing([], 0, "cp-sat", proven_optimal=True)
-    unit = ARENA_ALIGNMENT
-    lower = _lower_bound(buffers) // unit
-    upper = hint.head_bytes // unit
+def _solve_cp_sat(problem: dict) -> dict:
+    """CP-SAT on plain data (run in a child process by :func:`exact_packing`)."""
+    from ortools.sat.python import cp_model
+
+    sizes, firsts, lasts = problem["sizes"], problem["firsts"], problem["lasts"]
+    lower, upper = problem["lower"], problem["upper"]
     model = cp_model.CpModel()
     head = model.new_int_var(lower, upper, "head")
     xs, x_intervals, t_intervals = [], [], []
-    for i, b in enumerate(buffers):
-        size = b.size_bytes // unit
+    for i, size in enumerate(sizes):
         x = model.new_int_var(0, upper - size, f"x{i}")
         model.add(x + size <= head)
-        model.add_hint(x, hint.offsets[i] // unit)
+        model.add_hint(x, problem["hint"][i])
         xs.append(x)
         x_intervals.append(model.new_fixed_size_interval_var(x, size, f"addr{i}"))
         # Scopes start at -1 for tensors no op touches; shift so time starts at 0.
-        t_intervals.append(model.new_fixed_size_interval_var(
-            b.first_scope + 1, b.last_scope - b.first_scope + 1, f"time{i}"))
+        t_intervals.append(model.new_fixed_size_interval_var(firsts[i] + 1, lasts[i] - firsts[i] + 1, f"time{i}"))
     model.add_no_overlap_2d(x_intervals, t_intervals)
     model.add_hint(head, upper)
     model.minimize(head)
     solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = max(time_limit_s, 0.01)
-    solver.parameters.num_workers = num_workers
+    solver.parameters.max_time_in_seconds = max(problem["time_limit_s"], 0.01)
+    solver.parameters.num_workers = problem["num_workers"]
     solver.parameters.random_seed = 0
     status = solver.solve(model)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return {"found": False}
+    return {"found": True, "optimal": status == cp_model.OPTIMAL, "offsets": [solver.value(x) for x in xs]}
+
+
+_CP_SAT_CHILD = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from toolchain.offline_plan import _solve_cp_sat
+print(json.dumps(_solve_cp_sat(json.load(sys.stdin))))
+"""
+
+
+def exact_packing(buffers: list[Buffer], hint: Packing, time_limit_s: float = 10.0,
+                  num_workers: int = 2) -> Packing:
+    """Minimise the head with CP-SAT (no overlap in address x time), warm-started by ``hint``.
+
+    The solver runs in a child process: OR-Tools' native library and TensorFlow's share
+    dependencies (protobuf, abseil) built differently, and CP-SAT crashes a process that has
+    loaded TensorFlow (seen in this project's test suite).
+    """
+    import importlib.util
+    import json
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("ortools") is None:  # pragma: no cover - ortools is in the `plan` extra
+        raise InputError("exact planning needs OR-Tools: pip install 'moofa[plan]'")
+    if not buffers:
+        return Packing([], 0, "cp-sat", proven_optimal=True)
+    unit = ARENA_ALIGNMENT
+    problem = {
+        "sizes": [b.size_bytes // unit for b in buffers],
+        "firsts": [b.first_scope for b in buffers],
+        "lasts": [b.last_scope for b in buffers],
+        "lower": _lower_bound(buffers) // unit,
+        "upper": hint.head_bytes // unit,
+        "hint": [o // unit for o in hint.offsets],
+        "time_limit_s": time_limit_s,
+        "num_workers": num_workers,
+    }
+    repo = str(Path(__file__).resolve().parent.parent)
+    proc = subprocess.run([sys.executable, "-c", _CP_SAT_CHILD, repo], input=json.dumps(problem),
+                          capture_output=True, text=True, timeout=time_limit_s + 120)
+    if proc.returncode != 0:
+        raise InputError(f"the CP-SAT solver failed: {(proc.stderr.strip().splitlines() or ['no message'])[-1]}")
+    result = json.loads(proc.stdout)
+    if not result["found"]:
         return dataclasses.replace(hint, proven_optimal=False)
-    offsets = [solver.value(x) * unit for x in xs]
+    offsets = [x * unit for x in result["offsets"]]
     found = head_bytes(buffers, offsets)
     if found > hint.head_bytes:  # cannot happen (head <= upper), kept as a guard
         return hint
     method = "cp-sat" if found < hint.head_bytes else f"{hint.method}, cp-sat"
-    return Packing(offsets, found, method, proven_optimal=status == cp_model.OPTIMAL)
+    return Packing(offsets, found, method, proven_optimal=result["optimal"])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -19,6 +19,18 @@ import torch
 
 
 
+def _quantize(images_nchw: np.ndarray, scale: float, zero: int) -> np.ndarray:
+    """Normalised float NCHW images as int8 NHWC input tensors (N, 1, H, W, C)."""
+    return np.clip(np.round(images_nchw.transpose(0, 2, 3, 1) / scale) + zero, -128, 127).astype(np.int8)[:, None]
+
+
+def quantize_images(model_path: Path, images_nchw: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    scale, zero = Interpreter(model_path=str(model_path)).get_input_details()[0]["quantization"]
+    return _quantize(images_nchw, scale, zero)
+
+
 def int8_top1(model_path: Path, loader) -> float:
     """Top-1 of an int8 .tflite on a loader of normalised NCHW float images (LiteRT)."""
     from ai_edge_litert.interpreter import Interpreter
@@ -29,7 +41,7 @@ def int8_top1(model_path: Path, loader) -> float:
     scale, zero = i["quantization"]
     correct = total = 0
     for x, y in loader:
-        q = np.clip(np.round(x.numpy().transpose(0, 2, 3, 1) / scale) + zero, -128, 127).astype(np.int8)
+        q = _quantize(x.numpy(), scale, zero)[:, 0]
         for sample, label in zip(q, y.numpy()):
             it.set_tensor(i["index"], sample[None])
             it.invoke()
@@ -94,7 +106,9 @@ def deploy_supernet(supernet_spec: str, target, out_dir: Path, seed: int = 0, da
 
     (out_dir / "subnet.json").write_text(found.config.to_json(indent=2) + "\n")
     labels = list(meta["dataset"].get("class_names") or [])
-    result = deploy_tflite(staged, target, out_dir, labels=labels, seed=seed, progress=say)
+    test_images = next(iter(loaders.eval_loader("test", res, batch_size=32, max_images=32)))[0].numpy()
+    result = deploy_tflite(staged, target, out_dir, labels=labels, seed=seed, progress=say,
+                           inputs=quantize_images(staged, test_images))
     staged.unlink(missing_ok=True)
     accuracy = {"float_top1": float_acc, "int8_top1": q_acc, "loss_pt": round((float_acc - q_acc) * 100, 2),
                 "val_top1": val_acc, "predicted_val_top1": found.predicted_top1, "test_images": n_test}

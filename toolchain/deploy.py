@@ -140,8 +140,12 @@ def deploy_tflite(
     samples: int = 32,
     seed: int = 0,
     progress=None,
+    inputs: np.ndarray | None = None,
 ) -> DeployResult:
-    """Verify, measure, cross-check and generate firmware for ``model_path`` on ``target``."""
+    """Verify, measure, cross-check and generate firmware for ``model_path`` on ``target``.
+
+    ``inputs``: model-ready input tensors (N, *input shape) for the TFLM vs LiteRT cross-check,
+    e.g. quantized test images; without them, ``samples`` seeded random inputs are used."""
     from toolchain.codegen import compile_model_data, render_firmware
     from toolchain.report import write_memory_profile, write_report
 
@@ -169,8 +173,10 @@ def deploy_tflite(
     timings["verify"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    if inputs is None:
+        inputs = random_inputs(v.graph, samples, seed)
+    samples = len(inputs)
     say(f"cross-check: TFLM vs LiteRT reference kernels on {samples} inputs")
-    inputs = random_inputs(v.graph, samples, seed)
     identical = bool(np.array_equal(tflm_outputs(model_out, inputs, out_dir), litert_outputs(model_out, inputs)))
     timings["cross_check"] = time.perf_counter() - t
 

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 import plan_corpus
+from test_planner import chain
 from toolchain.errors import InputError
 from toolchain.memory import estimate_arena
-from toolchain.graph import Graph, Tensor
 from toolchain.offline_plan import (
     Packing,
     PlanResult,
@@ -90,17 +90,6 @@ def tflm_outputs(paths: list[Path], tmp_path: Path, seeds: int = 2) -> list[list
                    check=True, capture_output=True, timeout=120)
     data = np.load(out)
     return [[data[f"{m}_{s}"] for s in range(seeds)] for m in range(len(paths))]
-
-
-def chain(*sizes: int) -> Graph:
-    g = Graph([], [], [], [])
-    for i, n in enumerate(sizes):
-        g.add_tensor(Tensor(f"x{i}", (n,), "int8"))
-    for i in range(len(sizes) - 1):
-        w = g.add_tensor(Tensor(f"w{i}", (4,), "int8", is_constant=True))
-        g.add_op("CONV_2D", [i, w], [i + 1])
-    g.inputs, g.outputs = [0], [len(sizes) - 1]
-    return g
 
 
 def brute_force_head(buffers: list[Buffer]) -> int:

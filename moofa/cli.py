@@ -177,6 +177,22 @@ def _add_search(sub) -> None:
     p.add_argument("--json", action="store_true")
 
 
+def _add_sweep(sub) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="one search per SRAM budget or board: accuracy vs SRAM table and plot",
+        description="Run `moofa search` once per SRAM budget (KiB of arena) and/or board, and write a "
+                    "table (markdown + JSON) and an accuracy-vs-SRAM plot.",
+    )
+    p.add_argument("--supernet", default="moofa")
+    p.add_argument("--sram-budgets", default="16,32,64,128,256", help="comma-separated KiB (default 16,32,64,128,256)")
+    p.add_argument("--targets", help="comma-separated boards to search for, each with its own budgets")
+    p.add_argument("--flash-target", default="nucleo-f746zg", help="board whose flash budget and kernels the SRAM budgets use")
+    p.add_argument("--generations", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="sweep", help="output prefix: PREFIX.md, PREFIX.json, PREFIX.png (default sweep)")
+
+
 def _add_predictor(sub) -> None:
     p = sub.add_parser("predictor", help="build the accuracy predictor of a supernet",
                        description="Measure sampled subnets on the validation split (never the test set), fit OFA's MLP, "
@@ -203,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_predictor(sub)
     _add_search(sub)
+    _add_sweep(sub)
     return parser
 
 
@@ -306,6 +323,12 @@ def _cmd_search(args) -> int:
     return run_search(args)
 
 
+def _cmd_sweep(args) -> int:
+    from moofa.search_cli import run_sweep
+
+    return run_sweep(args)
+
+
 def _write_atomically(path: Path, text: str) -> None:
     from toolchain.errors import InputError
     from toolchain.files import write_atomically
@@ -337,7 +360,7 @@ def run(argv: list[str] | None, parser: argparse.ArgumentParser, commands: dict)
 
 def main(argv: list[str] | None = None) -> int:
     commands = {"targets": _cmd_targets, "verify": _cmd_verify, "layout": _cmd_layout, "plan": _cmd_plan, "train": _cmd_train, "eval": _cmd_eval,
-                "predictor": _cmd_predictor, "search": _cmd_search}
+                "predictor": _cmd_predictor, "search": _cmd_search, "sweep": _cmd_sweep}
     return run(argv, build_parser(), commands)
 
 

@@ -93,3 +93,72 @@ def write_pareto(prefix: str, population, pricer) -> None:
     fig.tight_layout()
     fig.savefig(prefix + ".png")
     plt.close(fig)
+
+
+def run_sweep(args) -> int:
+    """``moofa sweep``: one search per SRAM budget and per board; a table and a plot."""
+    from moofa.analytic import Pricer
+    from moofa.evaluate import load_supernet, resolve_supernet
+    from moofa.search import Constraints, UnreachableBudget, evolution_search, load_predictor_for
+    from moofa.space import SearchSpace
+    from toolchain.errors import InputError
+    from toolchain.files import write_atomically
+    from toolchain.targets import resolve_target, resolve_targets
+
+    path = resolve_supernet(args.supernet)
+    net, meta = load_supernet(args.supernet)
+    space = SearchSpace(net.layout, resolutions=tuple(meta["resolutions"]))
+    predictor = load_predictor_for(path, space)
+    runs = []  # (label, target, sram budget, flash budget)
+    base = resolve_target(args.flash_target)
+    if args.sram_budgets:
+        try:
+            kibs = [float(b) for b in args.sram_budgets.split(",") if b.strip()]
+        except ValueError:
+            raise InputError(f"--sram-budgets {args.sram_budgets!r}: expected comma-separated numbers of KiB") from None
+        _, flash = budgets_for(base)
+        runs += [(f"{k:g} KiB", base, int(k * 1024), flash) for k in kibs]
+    for t in resolve_targets(args.targets) if args.targets else []:
+        runs.append((t.name, t, *budgets_for(t)))
+    rows = []
+    for label, target, sram, flash in runs:
+        pricer = Pricer(net.layout, target)
+        try:
+            r = evolution_search(space, predictor, pricer, Constraints(sram, flash), generations=args.generations, seed=args.seed)
+            row = {"run": label, "target": target.name, "sram_budget_bytes": sram, "flash_budget_bytes": flash, "fits": True,
+                   "predicted_top1": r.predicted_top1, "arena_bytes": r.cost.arena_bytes, "flash_bytes": r.cost.flash_bytes,
+                   "macs": r.cost.macs, "subnet": r.config.to_string()}
+        except UnreachableBudget as e:
+            row = {"run": label, "target": target.name, "sram_budget_bytes": sram, "flash_budget_bytes": flash, "fits": False,
+                   "smallest_arena_bytes": e.smallest["arena_bytes"], "smallest_flash_bytes": e.smallest["flash_bytes"]}
+        rows.append(row)
+        print(f"{label:>24}: " + (f"predicted {row['predicted_top1'] * 100:.2f}%, arena {row['arena_bytes']:,} B, model {row['flash_bytes']:,} B"
+                                   if row["fits"] else f"nothing fits (smallest needs {row['smallest_arena_bytes']:,} B of arena)"), flush=True)
+    lines = ["| run | board | SRAM budget B | predicted val top-1 | arena B | model B | MMACs | subnet |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        if r["fits"]:
+            lines.append(f"| {r['run']} | {r['target']} | {r['sram_budget_bytes']:,} | {r['predicted_top1'] * 100:.2f}% | {r['arena_bytes']:,} | "
+                         f"{r['flash_bytes']:,} | {r['macs'] / 1e6:.2f} | `{r['subnet']}` |")
+        else:
+            lines.append(f"| {r['run']} | {r['target']} | {r['sram_budget_bytes']:,} | does not fit (smallest needs {r['smallest_arena_bytes']:,} B) | | | | |")
+    write_atomically(args.out + ".md", "\n".join(lines) + "\n")
+    write_atomically(args.out + ".json", json.dumps(rows, indent=2) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fit = [r for r in rows if r["fits"]]
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    ax.plot([r["sram_budget_bytes"] / 1024 for r in fit], [r["predicted_top1"] * 100 for r in fit], "o-")
+    for r in fit:
+        ax.annotate(r["run"], (r["sram_budget_bytes"] / 1024, r["predicted_top1"] * 100), fontsize=6)
+    ax.set_xscale("log")
+    ax.set_xlabel("SRAM budget for the arena (KiB)")
+    ax.set_ylabel("predicted val top-1 (%)")
+    ax.set_title(f"{net.layout.name}: accuracy vs SRAM")
+    fig.tight_layout()
+    fig.savefig(args.out + ".png")
+    plt.close(fig)
+    print(f"wrote {args.out}.md, {args.out}.json, {args.out}.png")
+    return EXIT_OK

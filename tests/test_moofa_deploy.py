@@ -48,3 +48,19 @@ def test_deploy_supernet_end_to_end_and_reproducible(tiny_supernet, tmp_path):
     assert json.loads((tmp_path / "a" / "subnet.json").read_text()) == a["subnet"]
     deploy_supernet(str(path), target, tmp_path / "b", data=str(root), generations=15)
     assert (tmp_path / "a" / "model.tflite").read_bytes() == (tmp_path / "b" / "model.tflite").read_bytes()
+
+
+def test_sweep_writes_a_table_and_plot_and_reports_unreachable_budgets(tiny_supernet, tmp_path):
+    from types import SimpleNamespace
+
+    from moofa.search_cli import run_sweep
+
+    path, _, _ = tiny_supernet
+    out = str(tmp_path / "sweep")
+    args = SimpleNamespace(supernet=str(path), sram_budgets="1,512", targets="pico", flash_target="nucleo-f746zg",
+                           generations=5, seed=0, out=out)
+    assert run_sweep(args) == 0
+    rows = json.loads(Path(out + ".json").read_text())
+    assert [r["fits"] for r in rows] == [False, True, True]
+    assert rows[1]["arena_bytes"] <= 512 * 1024 and rows[0]["smallest_arena_bytes"] > 1024
+    assert Path(out + ".png").stat().st_size > 0 and "does not fit" in Path(out + ".md").read_text()

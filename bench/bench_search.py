@@ -18,9 +18,7 @@ import torch
 
 from moofa.analytic import Pricer
 from moofa.data import make_loaders
-from moofa.evaluate import load_supernet, resolve_supernet
-from moofa.search import Constraints, evolution_search, load_predictor_for
-from moofa.space import SearchSpace
+from moofa.search import Constraints, evolution_search, load_search_setup
 from moofa.train import evaluate_subnet
 from toolchain.targets import resolve_target
 
@@ -36,10 +34,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     target = resolve_target(args.target)
-    path = resolve_supernet(args.supernet)
-    net, meta = load_supernet(args.supernet)
-    space = SearchSpace(net.layout, resolutions=tuple(meta["resolutions"]))
-    predictor = load_predictor_for(path, space)
+    setup = load_search_setup(args.supernet)
+    net, meta, space, predictor = setup.net, setup.meta, setup.space, setup.predictor
     pricer = Pricer(net.layout, target)
     flash = int(args.flash_kib * 1024) if args.flash_kib else target.flash_bytes - target.reserved_flash_bytes
     sram = target.arena_region_bytes - target.reserved_ram_bytes

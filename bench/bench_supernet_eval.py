@@ -19,8 +19,7 @@ import torch
 from moofa.analytic import params_macs
 from moofa.blocks import subnet_spec
 from moofa.data import make_loaders
-from moofa.evaluate import load_supernet
-from moofa.space import SearchSpace
+from moofa.evaluate import load_supernet, trained_space
 from moofa.train import evaluate_subnet
 
 
@@ -33,7 +32,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     net, meta = load_supernet(args.supernet)
-    space = SearchSpace(net.layout, resolutions=tuple(meta["resolutions"]))
+    space = trained_space(net, meta)
     preset = meta["preset"]
     loaders = make_loaders(meta["dataset"]["name"], None, preset["batch_size"], tuple(meta["resolutions"]), preset["val_size"], meta["seed"])
     rng = random.Random(args.seed)

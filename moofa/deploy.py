@@ -56,10 +56,8 @@ def deploy_supernet(supernet_spec: str, target, out_dir: Path, seed: int = 0, da
     """The whole pipeline; returns the deploy summary (``toolchain.deploy.DeployResult``) plus accuracy."""
     from moofa.analytic import Pricer
     from moofa.data import make_loaders
-    from moofa.evaluate import load_supernet, resolve_supernet
-    from moofa.search import Constraints, UnreachableBudget, evolution_search, load_predictor_for
+    from moofa.search import Constraints, UnreachableBudget, evolution_search, load_search_setup
     from moofa.search_cli import budgets_for
-    from moofa.space import SearchSpace
     from moofa.train import evaluate_subnet, top1
     from toolchain.deploy import deploy_tflite
     from toolchain.export import export_int8
@@ -67,10 +65,8 @@ def deploy_supernet(supernet_spec: str, target, out_dir: Path, seed: int = 0, da
     say = progress or (lambda msg: None)
     timings = {}
     t = time.perf_counter()
-    path = resolve_supernet(supernet_spec)
-    net, meta = load_supernet(supernet_spec)
-    space = SearchSpace(net.layout, resolutions=tuple(meta["resolutions"]))
-    predictor = load_predictor_for(path, space)
+    setup = load_search_setup(supernet_spec)
+    path, net, meta, space, predictor = setup.path, setup.net, setup.meta, setup.space, setup.predictor
     sram, flash = budgets_for(target, sram_kb, flash_kb)
     say(f"search: evolution over {space.layout.name} subnets for {target.name} (arena <= {sram:,} B, model <= {flash:,} B)")
     try:

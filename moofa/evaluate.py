@@ -38,6 +38,13 @@ def load_supernet(spec: str):
     return net.eval(), meta
 
 
+def trained_space(net, meta: dict):
+    """The search space of a trained supernet: its layout at the resolutions it was trained on."""
+    from moofa.space import SearchSpace
+
+    return SearchSpace(net.layout, resolutions=tuple(meta["resolutions"]))
+
+
 def pick_subnet(space, which: str, resolution: int, seed: int = 0):
     if which == "max":
         return space.max_config(resolution)

@@ -141,8 +141,8 @@ def measure_subnets(supernet_path: Path, n: int, seed: int = 0, val_images: int 
     from tqdm import tqdm
 
     from moofa.data import make_loaders
-    from moofa.evaluate import load_supernet
-    from moofa.train import evaluate_subnet
+    from moofa.evaluate import load_supernet, trained_space
+    from moofa.train import cpu_threads, evaluate_subnet
 
     net, meta = load_supernet(str(supernet_path))
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -153,13 +153,11 @@ def measure_subnets(supernet_path: Path, n: int, seed: int = 0, val_images: int 
         if not dist.is_initialized():
             dist.init_process_group("gloo")
         rank = dist.get_rank()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world - 1))
+    torch.set_num_threads(cpu_threads(world))
     preset = meta["preset"]
     loaders = make_loaders(meta["dataset"]["name"], data, preset["batch_size"], tuple(meta["resolutions"]), preset["val_size"], meta["seed"])
-    from moofa.space import SearchSpace
-
     rng = random.Random(seed)
-    space = SearchSpace(net.layout, resolutions=tuple(meta["resolutions"]))
+    space = trained_space(net, meta)
     configs = [space.sample(rng) for _ in range(n)]
     mine = list(range(rank, n, world))
     results = {}
@@ -202,6 +200,27 @@ def build_predictor(supernet_spec: str, n: int = 500, seed: int = 0, val_images:
     out = predictor_path_for(path)
     predictor.save(out)
     return {"predictor": str(out), "dataset": str(dataset), "measure_s": round(measure_s, 1), **report}
+
+
+@dataclass
+class SearchSetup:
+    """A trained supernet ready to search: checkpoint path, supernet, metadata, space, predictor."""
+
+    path: Path
+    net: object
+    meta: dict
+    space: object
+    predictor: "Predictor"
+
+
+def load_search_setup(supernet_spec: str) -> SearchSetup:
+    """Load a supernet (path or bundled name), its trained space and its accuracy predictor."""
+    from moofa.evaluate import load_supernet, resolve_supernet, trained_space
+
+    path = resolve_supernet(supernet_spec)
+    net, meta = load_supernet(supernet_spec)
+    space = trained_space(net, meta)
+    return SearchSetup(path, net, meta, space, load_predictor_for(path, space))
 
 
 def load_predictor_for(supernet_path: Path, space) -> Predictor:

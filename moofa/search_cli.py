@@ -31,16 +31,12 @@ def cost_blocks(cost, target, sram_budget: int, flash_budget: int) -> tuple[dict
 
 def run_search(args) -> int:
     from moofa.analytic import Pricer
-    from moofa.evaluate import load_supernet, resolve_supernet
-    from moofa.search import Constraints, UnreachableBudget, evolution_search, load_predictor_for
-    from moofa.space import SearchSpace
+    from moofa.search import Constraints, UnreachableBudget, evolution_search, load_search_setup
     from toolchain.targets import resolve_target
 
     target = resolve_target(args.target)
-    path = resolve_supernet(args.supernet)
-    net, meta = load_supernet(args.supernet)
-    space = SearchSpace(net.layout, resolutions=tuple(meta["resolutions"]))
-    predictor = load_predictor_for(path, space)
+    setup = load_search_setup(args.supernet)
+    net, space, predictor = setup.net, setup.space, setup.predictor
     sram, flash = budgets_for(target, args.sram_budget, args.flash_budget)
     constraints = Constraints(sram, flash, int(args.max_macs * 1e6) if args.max_macs else None)
     pricer = Pricer(net.layout, target)
@@ -98,17 +94,13 @@ def write_pareto(prefix: str, population, pricer) -> None:
 def run_sweep(args) -> int:
     """``moofa sweep``: one search per SRAM budget and per board; a table and a plot."""
     from moofa.analytic import Pricer
-    from moofa.evaluate import load_supernet, resolve_supernet
-    from moofa.search import Constraints, UnreachableBudget, evolution_search, load_predictor_for
-    from moofa.space import SearchSpace
+    from moofa.search import Constraints, UnreachableBudget, evolution_search, load_search_setup
     from toolchain.errors import InputError
     from toolchain.files import write_atomically
     from toolchain.targets import resolve_target, resolve_targets
 
-    path = resolve_supernet(args.supernet)
-    net, meta = load_supernet(args.supernet)
-    space = SearchSpace(net.layout, resolutions=tuple(meta["resolutions"]))
-    predictor = load_predictor_for(path, space)
+    setup = load_search_setup(args.supernet)
+    net, space, predictor = setup.net, setup.space, setup.predictor
     runs = []  # (label, target, sram budget, flash budget)
     base = resolve_target(args.flash_target)
     if args.sram_budgets:

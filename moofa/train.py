@@ -151,6 +151,13 @@ def _average_buffers(model, world: int) -> None:
             b /= world
 
 
+def cpu_threads(world: int = 1) -> int:
+    """Torch threads per process on a CPU run: leave a core for the data pipeline and the rest of
+    the machine (on a busy 2-core box two OpenMP threads wait on each other and run several times
+    slower than one)."""
+    return max(1, (os.cpu_count() or 1) // world - 1)
+
+
 def weights_digest(model) -> str:
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
@@ -293,9 +300,7 @@ def train(
     rank, world, device = _dist_setup()
     torch.manual_seed(seed)  # same initial weights on every rank and every run
     if device.type == "cpu":
-        # Leave a core for the data pipeline and the rest of the machine: on a busy 2-core box,
-        # two OpenMP threads wait on each other and run several times slower than one.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world - 1))
+        torch.set_num_threads(cpu_threads(world))
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, final_path = out_dir / "checkpoint.pt", out_dir / "supernet.pt"
 

@@ -80,6 +80,18 @@ def tiny(tmp_path_factory):
     return root, preset_path
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for the module: the build machine's two cores are shared, and one thread
+    is several times faster than two there for these small networks."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def corpus() -> dict[str, Path]:
     """Model name -> path of its .tflite (every model in ``corpus.CORPUS``)."""

@@ -21,12 +21,7 @@ from toolchain.planner import plan_graph
 CASES = [("ofa", 224, 3), ("moofa", 224, 3), ("ofa", 32, 1), ("moofa", 32, 1), ("moofa", 28, 1)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _module_macs(net: torch.nn.Module, x: torch.Tensor) -> int:

@@ -13,13 +13,7 @@ from moofa.space import SearchSpace
 from moofa.supernet import Conv, DynamicMBBlock, Supernet, pad_same
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The build machine's two cores are shared; one thread is faster for these small nets.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _randomized(net: Supernet) -> Supernet:

@@ -82,6 +82,8 @@ threads on the same, busy machine the epoch took 8 s (thread contention on small
 
 from __future__ import annotations
 
+import dataclasses
+
 import gzip
 import math
 import pickle
@@ -778,11 +780,13 @@ def make_loaders(
     world_size: int | None = None,
     num_workers: int = 0,
     pin_memory: bool = False,
+    crop_padding: int | None = None,
 ) -> Loaders:
     """Load ``name`` and build its train/val/test loaders (see :class:`Loaders`).
 
     ``resolutions``: the elastic resolutions training samples per batch (default: the dataset's
-    native one). ``distributed``: shard training across ``torch.distributed``'s ranks
+    native one). ``crop_padding``: override the dataset's random-crop padding for training
+    (0 = flip only; short schedules learn faster without crops). ``distributed``: shard training across ``torch.distributed``'s ranks
     (``rank``/``world_size`` override it, e.g. for tests); ``batch_size`` is per rank.
     """
     info, train_ds, test_ds = load_dataset(name, root)
@@ -807,7 +811,10 @@ def make_loaders(
             "lower --batch-size or --val-size"
         )
     train_planner = BatchPlanner(train_indices, batch_size, resolutions, seed, True, True, rank, world_size)
-    train = _loader(BatchMaker(train_ds, info, augment=True), train_planner, num_workers, pin_memory)
+    if crop_padding is not None and (isinstance(crop_padding, bool) or not isinstance(crop_padding, int) or crop_padding < 0):
+        raise InputError(f"crop padding {crop_padding!r} must be a non-negative integer")
+    train_info = info if crop_padding is None else dataclasses.replace(info, crop_padding=crop_padding)
+    train = _loader(BatchMaker(train_ds, train_info, augment=True), train_planner, num_workers, pin_memory)
     eval_res = max(resolutions)
     return Loaders(
         train=train,

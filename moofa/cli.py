@@ -200,7 +200,9 @@ def _add_predictor(sub) -> None:
     p.add_argument("action", choices=("build",))
     p.add_argument("--supernet", default="moofa")
     p.add_argument("--subnets", type=int, default=500, help="how many subnets to measure (default 500)")
-    p.add_argument("--val-images", type=int, default=2000, help="validation images per subnet (default 2000)")
+    p.add_argument("--val-images", type=int, default=None,
+                   help="validation images per subnet (default: the whole validation split, 5,000 for the bundled presets; "
+                        "fewer images make the predictor's targets noisier)")
     p.add_argument("--data", help="dataset folder (default: the supernet's dataset at its standard place)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
@@ -376,6 +378,12 @@ examples:
   moofa-deploy --target nucleo-f746zg --out build/f746          # search the bundled supernet
   moofa-deploy --model kws.tflite --target nucleo-f746zg --out build/kws
   moofa-deploy --model kws.tflite --target pico --out build/kws --labels yes,no --json
+  moofa-deploy --model net.onnx --target nucleo-f746zg --out build/net --calibration calib.npy
+
+An .onnx model is converted to a full-int8 .tflite first (onnx2tf, then TFLiteConverter with
+the --calibration inputs: int8 input and output, per-channel weights). The .tflite input is
+channels last (NHWC) where the ONNX one was NCHW; report.md and model_config.h describe it.
+Without --calibration, a 1x28x28 input is calibrated on Fashion-MNIST training images.
 
 Without --model, it searches the supernet (the bundled Fashion-MNIST MOOFA one by default) for the
 most accurate subnet that fits, exports it to int8, and reports float and int8 test accuracy.
@@ -389,19 +397,22 @@ def _cmd_deploy(args) -> int:
     if not args.model:
         return _deploy_supernet(args)
     model = Path(args.model)
-    if model.suffix.lower() == ".onnx":
-        raise InputError(f"{model}: ONNX input lands with the export issue; convert to .tflite first")
     if not model.is_file():
         raise InputError(f"{model}: no such file")
     target = resolve_target(args.target)
     from toolchain.deploy import deploy_tflite, summary_json
-    from toolchain.tflite_reader import read_model
-
-    read_model(model)  # reject a bad model before anything is written or printed
 
     labels = [x for x in args.labels.split(",")] if args.labels else None
     say = (lambda msg: None) if args.json else (lambda msg: print(f"[moofa-deploy] {msg}", file=sys.stderr, flush=True))
-    result = deploy_tflite(model, target, Path(args.out), labels=labels, samples=args.samples, progress=say)
+    if model.suffix.lower() == ".onnx":
+        result = _deploy_onnx(args, model, target, labels, say)
+    else:
+        if args.calibration:
+            raise InputError("--calibration is for .onnx models (a .tflite model is already quantized)")
+        from toolchain.tflite_reader import read_model
+
+        read_model(model)  # reject a bad model before anything is written or printed
+        result = deploy_tflite(model, target, Path(args.out), labels=labels, samples=args.samples, progress=say)
     if args.json:
         print(summary_json(result))
     else:
@@ -415,6 +426,57 @@ def _cmd_deploy(args) -> int:
             print(f"  firmware compile check skipped: {result.compile.reason}")
         print(f"  wrote {', '.join(sorted(p.name for p in result.files.values()))} to {result.out_dir}")
     return EXIT_OK if result.ok else EXIT_DOES_NOT_FIT
+
+
+FMNIST_CALIBRATION_IMAGES = 256
+
+
+def _onnx_calibration(args, info):
+    """The --calibration array, or Fashion-MNIST training images for a 1x28x28 input."""
+    import numpy as np
+
+    from toolchain.errors import InputError
+    from toolchain.onnx_import import load_calibration
+
+    if args.calibration:
+        x = load_calibration(args.calibration, info)
+        return x, f"{Path(args.calibration).name}, as given"
+    if tuple(info.input_shape[1:]) != (1, 28, 28):
+        shape = "x".join(map(str, info.input_shape[1:]))
+        raise InputError(f"{info.path}: input `{info.input_name}` is {shape}, not Fashion-MNIST's 1x28x28: pass "
+                         f"--calibration FILE.npy (float32, N x {shape}, preprocessed as the model expects)")
+    from moofa.data import load_dataset
+
+    ds, train, _ = load_dataset("fashion-mnist", args.data)
+    images = train.images[:FMNIST_CALIBRATION_IMAGES].numpy().astype(np.float32) / 255.0
+    x = ((images - ds.mean[0]) / ds.std[0]).astype(np.float32)
+    source = (f"the first {len(x)} Fashion-MNIST training images, scaled to [0, 1] and normalized with the "
+              f"dataset's mean {ds.mean[0]} and std {ds.std[0]}")
+    print(f"moofa-deploy: note: no --calibration given; calibrating on {source} (pass --calibration FILE.npy "
+          "if the model expects other preprocessing)", file=sys.stderr, flush=True)
+    return x, source
+
+
+def _deploy_onnx(args, model: Path, target, labels, say):
+    """ONNX -> full-int8 .tflite (onnx2tf + TFLiteConverter, in a temporary folder), then the
+    .tflite deploy. Nothing is written into --out unless the conversion succeeds."""
+    import tempfile
+
+    from toolchain.deploy import deploy_tflite
+    from toolchain.onnx_import import convert_onnx_int8, read_onnx
+
+    info = read_onnx(model)
+    calibration, source = _onnx_calibration(args, info)
+    with tempfile.TemporaryDirectory(prefix="moofa-deploy-") as tmp:
+        staged = Path(tmp) / f"{model.stem}.tflite"
+        say(f"convert: {model.name} -> full-int8 TFLite (onnx2tf + TFLiteConverter, {len(calibration)} calibration inputs)")
+        conv = convert_onnx_int8(info, calibration, staged, source)
+        layout = "x".join(map(str, conv.tflite_input_shape))
+        say(f"convert: done in {conv.seconds:.1f} s; .tflite input {layout} (ONNX {'x'.join(map(str, conv.onnx_input_shape))}); "
+            f"int8 vs float max |diff| {conv.int8_max_abs_diff:.3g} on {conv.checked_samples} inputs")
+        return deploy_tflite(staged, target, Path(args.out), labels=labels, samples=args.samples, progress=say,
+                             inputs=conv.quantize(calibration[: args.samples]), conversion=conv.to_dict(),
+                             model_name=f"{model.name} (int8 via onnx2tf; input {layout}, channels last)")
 
 
 def _deploy_supernet(args) -> int:
@@ -442,7 +504,10 @@ def deploy_main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="moofa-deploy", description=DEPLOY_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", "-t", required=True, help="board name, alias or .toml path (see `moofa targets`)")
     parser.add_argument("--out", "-o", required=True, help="folder for the model, firmware files and report")
-    parser.add_argument("--model", "-m", help="a .tflite model to deploy instead of searching the supernet")
+    parser.add_argument("--model", "-m", help="a .tflite or .onnx model to deploy instead of searching the supernet")
+    parser.add_argument("--calibration", metavar="FILE.npy",
+                        help="for an .onnx model: float32 inputs (N x the ONNX input shape without batch), preprocessed "
+                             "as the model expects, to calibrate int8 (default for a 1x28x28 input: Fashion-MNIST)")
     parser.add_argument("--supernet", help="supernet checkpoint, or moofa / ofa for the bundled ones (default moofa)")
     parser.add_argument("--data", help="dataset folder for accuracy and calibration (default: the supernet's dataset)")
     parser.add_argument("--seed", type=int, default=0, help="search seed (same seed, same model.tflite)")

@@ -132,10 +132,13 @@ def fit_predictor(space, configs, accs, epochs: int = 300, lr: float = 1e-3, see
     return Predictor(space, model), report
 
 
-def measure_subnets(supernet_path: Path, n: int, seed: int = 0, val_images: int = 2000, data: str | None = None, progress: bool = True):
-    """Sample ``n`` subnets and measure each on the validation split (BN recalibrated).
+def measure_subnets(supernet_path: Path, n: int, seed: int = 0, val_images: int | None = None, data: str | None = None, progress: bool = True):
+    """Sample ``n`` subnets and measure each on the validation split (BN recalibrated);
+    ``val_images=None`` scores on the whole split.
 
-    Under ``torchrun`` the subnets are split across ranks and gathered on rank 0."""
+    Under ``torchrun`` the subnets are split across ranks and gathered on rank 0. Each rank keeps
+    its finished measurements in ``<supernet>.predictor-partial.<rank>.json`` (written atomically,
+    keyed by the supernet's digest, seed and images), so a killed build resumes where it stopped."""
     import os
 
     from tqdm import tqdm
@@ -160,11 +163,28 @@ def measure_subnets(supernet_path: Path, n: int, seed: int = 0, val_images: int 
     space = trained_space(net, meta)
     configs = [space.sample(rng) for _ in range(n)]
     mine = list(range(rank, n, world))
-    results = {}
-    for i in tqdm(mine, desc="measuring subnets on val", disable=not progress or rank != 0):
+    partial = supernet_path.with_name(f"{supernet_path.stem}.predictor-partial.{rank}.json")
+    key = {"supernet_sha256_16": supernet_digest(supernet_path), "seed": seed, "val_images": val_images}
+    results: dict[int, float] = {}
+    if partial.is_file():
+        try:
+            saved = json.loads(partial.read_text())
+            if saved.get("key") == key:
+                results = {int(i): float(a) for i, a in saved["results"].items() if int(i) in set(mine)}
+        except (ValueError, KeyError, AttributeError):
+            results = {}  # unreadable leftovers: measure again
+    last_save = time.monotonic()
+    todo = [i for i in mine if i not in results]
+    for j, i in enumerate(tqdm(todo, desc="measuring subnets on val", initial=len(mine) - len(todo), total=len(mine),
+                               disable=not progress or rank != 0)):
         acc, _, _ = evaluate_subnet(net, configs[i], loaders, torch.device("cpu"), split="val",
                                     bn_images=preset["bn_recal_images"], max_images=val_images)
         results[i] = acc
+        if time.monotonic() - last_save > 30 or j == len(todo) - 1:
+            tmp = partial.with_name(partial.name + ".tmp")
+            tmp.write_text(json.dumps({"key": key, "results": {str(k): v for k, v in results.items()}}))
+            tmp.replace(partial)
+            last_save = time.monotonic()
     if world > 1:
         import torch.distributed as dist
 
@@ -178,7 +198,7 @@ def predictor_path_for(supernet_path: Path) -> Path:
     return supernet_path.with_name(supernet_path.stem + ".predictor.pt")
 
 
-def build_predictor(supernet_spec: str, n: int = 500, seed: int = 0, val_images: int = 2000, data: str | None = None, progress: bool = True) -> dict:
+def build_predictor(supernet_spec: str, n: int = 500, seed: int = 0, val_images: int | None = None, data: str | None = None, progress: bool = True) -> dict:
     """``moofa predictor build``: measure, fit, save the dataset and the predictor next to the supernet."""
     from moofa.evaluate import resolve_supernet
 
@@ -199,6 +219,8 @@ def build_predictor(supernet_spec: str, n: int = 500, seed: int = 0, val_images:
     tmp.replace(dataset)
     out = predictor_path_for(path)
     predictor.save(out)
+    for leftover in path.parent.glob(f"{path.stem}.predictor-partial.*.json"):
+        leftover.unlink(missing_ok=True)  # the dataset above now holds every measurement
     return {"predictor": str(out), "dataset": str(dataset), "measure_s": round(measure_s, 1), **report}
 
 

@@ -32,6 +32,28 @@ def test_predictor_is_saved_next_to_the_supernet_with_its_identity(tiny_supernet
     assert data["split"] == "val" and len(data["subnets"]) == 12
 
 
+def test_predictor_measurements_resume_after_a_kill(tiny_supernet):
+    """A killed `moofa predictor build` keeps its finished measurements: a rerun reuses them
+    (identified by supernet digest, seed and images) and measures only the rest."""
+    from moofa.search import measure_subnets, supernet_digest
+
+    path, root, report = tiny_supernet
+    assert not list(path.parent.glob("*.predictor-partial.*.json"))  # a finished build leaves none
+    partial = path.with_name(f"{path.stem}.predictor-partial.0.json")
+    key = {"supernet_sha256_16": supernet_digest(path), "seed": 5, "val_images": 32}
+    partial.write_text(json.dumps({"key": key, "results": {"0": 0.123, "2": 0.456}}))
+    _, _, configs, accs, _ = measure_subnets(path, 4, seed=5, val_images=32, data=str(root), progress=False)
+    assert accs[0] == 0.123 and accs[2] == 0.456  # reused, not measured again
+    assert all(0.0 <= a <= 1.0 for a in accs) and len(configs) == 4
+    saved = json.loads(partial.read_text())
+    assert saved["key"] == key and set(saved["results"]) == {"0", "1", "2", "3"}
+    # Another seed is another set of subnets: the leftovers are not reused.
+    _, _, _, other, _ = measure_subnets(path, 2, seed=6, val_images=32, data=str(root), progress=False)
+    assert 0.123 not in other
+    for leftover in path.parent.glob("*.predictor-partial.*.json"):
+        leftover.unlink()
+
+
 def test_deploy_supernet_end_to_end_and_reproducible(tiny_supernet, tmp_path):
     from moofa.deploy import deploy_supernet
 

@@ -76,6 +76,10 @@ class Preset:
     checkpoint_every_s: float = 120.0
     dropout: float = 0.1
     crop_padding: int | None = None  # training random-crop padding; None = the dataset's default
+    # Phase learning rates are for this global batch; runs with another (batch_size x ranks)
+    # scale them linearly, as OFA does per GPU. None: use the rates as written.
+    lr_reference_batch: int | None = None
+    num_workers: int = 0  # data-loading processes per rank (ImageFolder decoding wants several)
     phases: tuple[Phase, ...] = field(default_factory=tuple)
 
 
@@ -317,7 +321,9 @@ def train(
     ckpt_path, final_path = out_dir / "checkpoint.pt", out_dir / "supernet.pt"
 
     loaders = make_loaders(preset.dataset, data_root, preset.batch_size, preset.resolutions, preset.val_size, seed,
-                           distributed=world > 1, rank=rank, world_size=world, crop_padding=preset.crop_padding)
+                           distributed=world > 1, rank=rank, world_size=world, crop_padding=preset.crop_padding,
+                           num_workers=preset.num_workers, pin_memory=device.type == "cuda")
+    lr_scale = preset.batch_size * world / preset.lr_reference_batch if preset.lr_reference_batch else 1.0
     info = loaders.info
     layout = get_layout(layout_name, resolution=max(preset.resolutions), in_channels=info.in_channels, num_classes=info.num_classes)
     meta = {
@@ -357,7 +363,7 @@ def train(
         if phase.reorganize is not None and not (resuming_phase and (meta["epoch"] or meta["step"])):
             model.reorganize_channels(phase.reorganize)
             model.to(memory_format=torch.channels_last)
-        optimizer = torch.optim.SGD(model.parameters(), lr=phase.lr, momentum=preset.momentum, nesterov=True, weight_decay=preset.weight_decay)
+        optimizer = torch.optim.SGD(model.parameters(), lr=phase.lr * lr_scale, momentum=preset.momentum, nesterov=True, weight_decay=preset.weight_decay)
         if resuming_phase and "optimizer" in state:
             optimizer.load_state_dict(state["optimizer"])
         total_steps = max(1, math.ceil(phase.epochs * steps_per_epoch))
@@ -375,8 +381,9 @@ def train(
                 if phase_step >= total_steps:
                     break
                 t0 = time.perf_counter()
-                lr = phase.lr * (phase_step + 1) / warmup_steps if phase_step < warmup_steps else \
-                    0.5 * phase.lr * (1 + math.cos(math.pi * (phase_step - warmup_steps) / max(1, total_steps - warmup_steps)))
+                peak = phase.lr * lr_scale
+                lr = peak * (phase_step + 1) / warmup_steps if phase_step < warmup_steps else \
+                    0.5 * peak * (1 + math.cos(math.pi * (phase_step - warmup_steps) / max(1, total_steps - warmup_steps)))
                 for g in optimizer.param_groups:
                     g["lr"] = lr
                 x, y = _batch(x, device), y.to(device)

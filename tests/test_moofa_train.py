@@ -69,3 +69,31 @@ def test_bad_preset_is_one_line(tmp_path):
     bad.write_text('name = "x"\n[[phase]]\nname = "t"\nepochs = 1\nlr = 0.1\nfoo = 3\n')
     with pytest.raises(InputError, match="phase"):
         load_preset(str(bad))
+
+
+def test_bundled_presets_load_and_imagenet_gpu_follows_ofa():
+    from moofa.train import PRESETS_DIR
+
+    names = sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+    assert {"fmnist-cpu", "imagenet-gpu"} <= set(names)
+    for name in names:
+        preset = load_preset(name)
+        assert [p.name for p in preset.phases] == ["teacher", "kernel", "depth-1", "depth-2", "expand-1", "expand-2"]
+    gpu = load_preset("imagenet-gpu")
+    # OFA's schedule: 180 teacher epochs, then 120 / 25 / 120 / 25 / 120; resolutions 128-224.
+    assert [p.epochs for p in gpu.phases] == [180, 120, 25, 120, 25, 120]
+    assert gpu.resolutions == (128, 160, 192, 224) and gpu.lr_reference_batch == 64
+    assert [p.subnets_per_step for p in gpu.phases] == [1, 1, 2, 2, 4, 4]
+
+
+def test_learning_rate_scales_with_the_global_batch(tiny, tmp_path):
+    """With lr_reference_batch the optimizer runs at lr x (batch x ranks) / reference."""
+    import dataclasses
+
+    root, preset_path = tiny
+    base = load_preset(str(preset_path))
+    first = dataclasses.replace(base.phases[0], warmup_epochs=0.0)
+    preset = dataclasses.replace(base, phases=(first,), lr_reference_batch=base.batch_size * 4)
+    ckpt = train(preset, "moofa", tmp_path, data_root=str(root), max_steps=1, progress=False)
+    state, _ = load_checkpoint(ckpt)
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(first.lr / 4)

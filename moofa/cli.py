@@ -371,8 +371,9 @@ Deploy to a board: verify the model fits (predicted and measured with the real T
 interpreter), cross-check TFLM against LiteRT, and write firmware files for a TFLM project.
 
 Writes into --out: model.tflite, model_data.h, model_data.cc, model_ops.h, model_config.h,
-main.cc, report.md, memory_profile.png. Exit 0 when everything checks, 1 when the model does
-not fit or a check fails, 2 on bad input.
+main.cc, report.md, memory_profile.png (from a supernet also subnet.json, model.onnx,
+summary.json). Exit 0 when everything checks, 1 when the model does not fit or a check fails,
+2 on bad input (then nothing is written for an .onnx model that cannot be converted).
 
 examples:
   moofa-deploy --target nucleo-f746zg --out build/f746          # search the bundled supernet
@@ -419,7 +420,7 @@ def _cmd_deploy(args) -> int:
         from toolchain.verify import format_table
 
         print(format_table(result.verification))
-        print(f"  TFLM vs LiteRT outputs on {result.cross_check_samples} inputs: {'identical' if result.outputs_identical else 'DIFFERENT'}")
+        print(f"  TFLM vs LiteRT outputs on {result.cross_check_samples} inputs: {result.cross_check_text()}")
         if result.compile.compiled:
             print(f"  arm-none-eabi-g++ ({target.core}): model data {result.compile.section_bytes} B, {'fits' if result.compile.fits_flash else 'OVER'} flash budget")
         else:

@@ -2,7 +2,8 @@
 
 1. search: the most accurate subnet (accuracy predictor) that fits the board (analytic memory);
 2. extract: the static PyTorch subnet, batch-norm recalibrated on validation images;
-3. export: full-int8 TFLite calibrated on training images (:mod:`toolchain.export`);
+3. export: the float subnet as ``model.onnx`` and full-int8 TFLite calibrated on training images
+   (:mod:`toolchain.export`);
 4. accuracy: float and int8 top-1 on the whole test set;
 5. the rest is :func:`toolchain.deploy.deploy_tflite`: offline plan, verify + TFLM measurement,
    TFLM vs LiteRT, firmware headers, report.
@@ -60,7 +61,7 @@ def deploy_supernet(supernet_spec: str, target, out_dir: Path, seed: int = 0, da
     from moofa.search_cli import budgets_for
     from moofa.train import evaluate_subnet, top1
     from toolchain.deploy import deploy_tflite
-    from toolchain.export import export_int8
+    from toolchain.export import export_int8, export_onnx
 
     say = progress or (lambda msg: None)
     timings = {}
@@ -88,9 +89,15 @@ def deploy_supernet(supernet_spec: str, target, out_dir: Path, seed: int = 0, da
     timings["extract_eval"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    say("export: int8 TFLite (Keras rebuild, calibrated on training images)")
     out_dir.mkdir(parents=True, exist_ok=True)
     calib = torch.cat([x for x, _ in loaders.eval_loader("train", res, batch_size=calibration_images, max_images=calibration_images)]).numpy()
+    # ONNX before TensorFlow's int8 export: torch.export runs before TensorFlow is loaded.
+    say("export: model.onnx (float32, NCHW; torch.onnx dynamo exporter, checked with onnxruntime)")
+    onnx_export = export_onnx(subnet, calib[:8], out_dir / "model.onnx")
+    timings["export_onnx"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say("export: int8 TFLite (Keras rebuild, calibrated on training images)")
     staged = out_dir / "exported.tflite"
     export = export_int8(subnet, calib, staged)
     timings["export"] = time.perf_counter() - t
@@ -109,12 +116,15 @@ def deploy_supernet(supernet_spec: str, target, out_dir: Path, seed: int = 0, da
     accuracy = {"float_top1": float_acc, "int8_top1": q_acc, "loss_pt": round((float_acc - q_acc) * 100, 2),
                 "val_top1": val_acc, "predicted_val_top1": found.predicted_top1, "test_images": n_test}
     result.accuracy = accuracy
+    result.files["model.onnx"] = onnx_export.path
     result.timings_s = {**timings, **result.timings_s}
     from toolchain.report import write_report
 
     write_report(result, out_dir / "report.md")
     summary = result.to_dict()
-    summary.update(subnet=found.config.to_dict(), supernet=str(path), accuracy=accuracy, export={"float_max_abs_diff": export.float_max_abs_diff, "op_kinds": export.op_kinds})
+    summary.update(subnet=found.config.to_dict(), supernet=str(path), accuracy=accuracy, export={"float_max_abs_diff": export.float_max_abs_diff, "op_kinds": export.op_kinds},
+                   onnx={"path": str(onnx_export.path), "opset": onnx_export.opset, "bytes": onnx_export.model_bytes,
+                         "onnxruntime_vs_torch_max_abs_diff": onnx_export.max_abs_diff})
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

@@ -31,11 +31,12 @@ if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv"
     "$PY" -m venv .venv
 fi
-stamp=.venv/.moofa-lock-$(sha256sum requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+stamp=.venv/.moofa-lock-$(sha256sum requirements.lock requirements-nodeps.lock pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
     echo "setup: installing pinned packages (requirements.lock)"
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -r requirements.lock
+    .venv/bin/python -m pip install -q --no-deps -r requirements-nodeps.lock
     .venv/bin/python -m pip install -q --no-deps -e .
     rm -f .venv/.moofa-lock-*
     touch "$stamp"

@@ -13,7 +13,7 @@ from moofa.train import load_preset, train
 from toolchain.targets import resolve_target
 from toolchain.tflite_reader import read_model
 
-EXPECTED = {"model.tflite", "subnet.json", "model_data.h", "model_data.cc", "model_ops.h", "model_config.h", "report.md", "memory_profile.png"}
+EXPECTED = {"model.tflite", "model.onnx", "subnet.json", "model_data.h", "model_data.cc", "model_ops.h", "model_config.h", "report.md", "memory_profile.png"}
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +68,15 @@ def test_deploy_supernet_end_to_end_and_reproducible(tiny_supernet, tmp_path):
     graph = read_model(tmp_path / "a" / "model.tflite")
     assert "PAD" not in graph.op_kinds and "TRANSPOSE" not in graph.op_kinds
     assert json.loads((tmp_path / "a" / "subnet.json").read_text()) == a["subnet"]
+    # The float subnet as ONNX: a valid model, the checked export, the same bytes for the same seed.
+    import onnx
+
+    onnx.checker.check_model(onnx.load(str(tmp_path / "a" / "model.onnx")), full_check=True)
+    assert a["files"]["model.onnx"] == str(tmp_path / "a" / "model.onnx") and a["onnx"]["onnxruntime_vs_torch_max_abs_diff"] < 1e-3
+    assert "`model.onnx`" in (tmp_path / "a" / "report.md").read_text()
     deploy_supernet(str(path), target, tmp_path / "b", data=str(root), generations=15)
     assert (tmp_path / "a" / "model.tflite").read_bytes() == (tmp_path / "b" / "model.tflite").read_bytes()
+    assert (tmp_path / "a" / "model.onnx").read_bytes() == (tmp_path / "b" / "model.onnx").read_bytes()
 
 
 def test_sweep_writes_a_table_and_plot_and_reports_unreachable_budgets(tiny_supernet, tmp_path):

@@ -23,11 +23,13 @@ def load_triton_before_tensorflow() -> None:
         import torch._dynamo  # noqa: F401
 
 
-def tf_quiet():
+def tf_quiet(load_triton: bool = True):
+    """TensorFlow, imported quietly. ``load_triton=False`` skips loading torch's compiler first
+    (5 s): only for a process that never imports torch, such as the ONNX conversion child."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import logging
 
-    if "tensorflow" not in sys.modules:
+    if "tensorflow" not in sys.modules and load_triton:
         load_triton_before_tensorflow()
 
     import tensorflow as tf

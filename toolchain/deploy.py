@@ -5,7 +5,10 @@ This is the right half of ``moofa-deploy`` and the whole of ``moofa-deploy --mod
 1. verify: predicted arena (head + tail) and flash against the board;
 2. measure: the real TFLM interpreter's head and tail, which must equal the prediction for the
    64-bit host build with reference kernels (what ``tflite-micro`` runs here);
-3. cross-check: TFLM and LiteRT (its reference kernels) give identical outputs on test inputs;
+3. cross-check: TFLM and LiteRT (its reference kernels) give the same outputs on test inputs:
+   identical, or for integer outputs at most one quantization step apart (TFLM's and LiteRT's
+   int8 FULLY_CONNECTED kernels round differently on ~1-2% of inputs: measured 8 of 1,000 random
+   inputs on the bundled deploy's model, all at the final FULLY_CONNECTED, all by 1);
 4. codegen: firmware headers, compiled with arm-none-eabi-g++ for the board's core;
 5. report: ``report.md`` and ``memory_profile.png``.
 """
@@ -93,12 +96,28 @@ class DeployResult:
     compile: object  # toolchain.codegen.CompileCheck
     files: dict = field(default_factory=dict)
     accuracy: dict | None = None
+    cross_check_max_diff: float = 0.0  # largest |TFLM - LiteRT| over the outputs (quantization steps for int outputs)
+    cross_check_differing: int = 0  # inputs whose outputs are not identical
+    cross_check_tolerance: float = 0.0  # 1 step for integer outputs, 0 for float
     timings_s: dict = field(default_factory=dict)
     plan: dict | None = None  # toolchain.offline_plan.PlanResult.to_dict()
+    conversion: dict | None = None  # toolchain.onnx_import.OnnxConversion.to_dict() for an ONNX model
 
     @property
     def ok(self) -> bool:
-        return self.result.fits and self.agrees_with_tflm and self.outputs_identical and self.compile.fits_flash
+        return self.result.fits and self.agrees_with_tflm and self.outputs_agree and self.compile.fits_flash
+
+    @property
+    def outputs_agree(self) -> bool:
+        return self.outputs_identical or self.cross_check_max_diff <= self.cross_check_tolerance
+
+    def cross_check_text(self) -> str:
+        if self.outputs_identical:
+            return "identical"
+        if self.outputs_agree:
+            return (f"within 1 quantization step ({self.cross_check_differing} of {self.cross_check_samples} inputs differ by 1: "
+                    "the two kernel sets round differently)")
+        return f"DIFFERENT (max difference {self.cross_check_max_diff:g} on {self.cross_check_differing} of {self.cross_check_samples} inputs)"
 
     def to_dict(self) -> dict:
         m = self.verification.measured
@@ -116,7 +135,9 @@ class DeployResult:
                 "predicted_host_tail_bytes": self.host_tail_bytes,
                 "agrees": self.agrees_with_tflm,
             },
-            "tflm_vs_litert": {"samples": self.cross_check_samples, "identical": self.outputs_identical},
+            "tflm_vs_litert": {"samples": self.cross_check_samples, "identical": self.outputs_identical,
+                               "agree": self.outputs_agree, "max_abs_diff": self.cross_check_max_diff,
+                               "differing_samples": self.cross_check_differing, "tolerance": self.cross_check_tolerance},
             "compile": {
                 "compiled": self.compile.compiled,
                 "section_bytes": self.compile.section_bytes,
@@ -129,6 +150,8 @@ class DeployResult:
         }
         if self.accuracy is not None:
             d["accuracy"] = self.accuracy
+        if self.conversion is not None:
+            d["conversion"] = self.conversion
         return d
 
 
@@ -141,15 +164,21 @@ def deploy_tflite(
     seed: int = 0,
     progress=None,
     inputs: np.ndarray | None = None,
+    conversion: dict | None = None,
+    model_name: str | None = None,
 ) -> DeployResult:
     """Verify, measure, cross-check and generate firmware for ``model_path`` on ``target``.
 
     ``inputs``: model-ready input tensors (N, *input shape) for the TFLM vs LiteRT cross-check,
-    e.g. quantized test images; without them, ``samples`` seeded random inputs are used."""
-    from toolchain.codegen import compile_model_data, render_firmware
+    e.g. quantized test images; without them, ``samples`` seeded random inputs are used.
+    ``conversion``: how the model was made (an ONNX import), for the report and summary;
+    ``model_name``: the source named in the firmware headers (default: the file's name)."""
+    from toolchain.codegen import compile_model_data, render_firmware, resolver_ops
     from toolchain.report import write_memory_profile, write_report
+    from toolchain.tflite_reader import read_model
 
     say = progress or (lambda msg: None)
+    resolver_ops(read_model(model_path))  # an op TFLM lacks fails here, before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
     model_out = out_dir / "model.tflite"
     if model_path.resolve() != model_out.resolve():
@@ -177,18 +206,27 @@ def deploy_tflite(
         inputs = random_inputs(v.graph, samples, seed)
     samples = len(inputs)
     say(f"cross-check: TFLM vs LiteRT reference kernels on {samples} inputs")
-    identical = bool(np.array_equal(tflm_outputs(model_out, inputs, out_dir), litert_outputs(model_out, inputs)))
+    tflm, lite = tflm_outputs(model_out, inputs, out_dir), litert_outputs(model_out, inputs)
+    identical = bool(np.array_equal(tflm, lite))
+    diff = np.abs(tflm.astype(np.float64) - lite.astype(np.float64)).reshape(len(inputs), -1) if tflm.shape == lite.shape else None
     timings["cross_check"] = time.perf_counter() - t
 
     t = time.perf_counter()
     say("codegen: firmware headers")
     model_bytes = model_out.read_bytes()
-    files = render_firmware(model_bytes, v.graph, target, r.estimate, out_dir, model_path.name, labels)
+    files = render_firmware(model_bytes, v.graph, target, r.estimate, out_dir, model_name or model_path.name, labels)
     check = compile_model_data(files["model_data.cc"], target.core, target.flash_bytes - target.reserved_flash_bytes)
     timings["codegen"] = time.perf_counter() - t
 
     result = DeployResult(out_dir, v, r, host.arena_head_bytes, host.arena_tail_bytes, agrees, identical, samples, check, files, timings_s=timings)
     result.plan = plan.to_dict()
+    if diff is None:
+        result.cross_check_max_diff, result.cross_check_differing = float("inf"), samples
+    else:
+        result.cross_check_max_diff = float(diff.max()) if diff.size else 0.0
+        result.cross_check_differing = int(np.count_nonzero(diff.max(axis=1) > 0)) if diff.size else 0
+    result.cross_check_tolerance = 1.0 if np.issubdtype(tflm.dtype, np.integer) else 0.0
+    result.conversion = conversion
     say("report: report.md and memory_profile.png")
     files["memory_profile.png"] = write_memory_profile(r, out_dir / "memory_profile.png")
     files["report.md"] = write_report(result, out_dir / "report.md")

@@ -338,3 +338,55 @@ def export_int8(
     graph = parse_model(data, str(out_path))
     out_path = write_atomically(out_path, data)
     return ExportResult(out_path, len(data), diff, graph.op_kinds)
+
+
+@dataclass
+class OnnxExport:
+    path: Path
+    model_bytes: int
+    opset: int
+    max_abs_diff: float | None  # onnxruntime vs PyTorch on the check images; None without onnxruntime
+
+
+def export_onnx(module, check_nchw: np.ndarray, out_path: Path, opset: int = 18) -> OnnxExport:
+    """Write ``module`` as an ONNX file (float32, NCHW input ``input`` of batch 1, output ``logits``).
+
+    ``torch.onnx.export(..., dynamo=True)`` (torch.export, then onnxscript): same bytes for the
+    same weights, runs offline. Not the TorchScript-based ``dynamo=False`` exporter: it traces
+    ``x.shape`` as tensors and exports ``-(-size // stride)`` (the SAME-padding output size) as a
+    truncating ``Div``, so a stride-2 convolution on an odd size loses a row and column and the
+    ONNX model silently computes something else (measured on the bundled supernet: outputs off
+    by 2.9). ``check_nchw`` (N, C, H, W): a few normalised images; onnxruntime's outputs on them
+    must match PyTorch's (checked when onnxruntime is installed)."""
+    import contextlib
+    import io
+    import warnings
+
+    import torch
+
+    check_nchw = np.asarray(check_nchw, dtype=np.float32)
+    example = torch.from_numpy(check_nchw[:1].copy())
+    module = module.eval()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(module, (example,), None, dynamo=True, opset_version=opset, input_names=["input"],
+                                        output_names=["logits"], verbose=False)
+        except Exception as e:
+            raise InputError(f"cannot export ONNX: {type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
+    data = program.model_proto.SerializeToString()
+    diff = None
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        ort = None
+    if ort is not None:
+        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        with torch.no_grad():
+            expected = np.concatenate([module(torch.from_numpy(s[None].copy())).numpy() for s in check_nchw])
+        got = np.concatenate([session.run(None, {"input": s[None]})[0] for s in check_nchw])
+        diff = float(np.max(np.abs(got - expected)))
+        if not diff < 1e-3 * max(1.0, float(np.max(np.abs(expected)))):
+            raise InputError(f"cannot export ONNX: onnxruntime differs from PyTorch by {diff:.3g}")
+    out_path = write_atomically(out_path, data)
+    return OnnxExport(out_path, len(data), opset, diff)

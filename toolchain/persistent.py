@@ -41,7 +41,9 @@ class KernelTail:
     ``builtin``: the (size, alignment) of each allocation its options parser makes (the
     ``TfLite*Params`` struct); ``init_bytes``: the ``OpData`` its ``Init`` allocates (0: none);
     ``per_channel``: ``Prepare`` allocates int32 multiplier and shift arrays, one entry per output
-    channel (``"quantized"``: only when the op's input is not float).
+    channel (``"quantized"``: only when the op's input is not float and its filter, input 1, is
+    quantized per channel: TFLM's ``CalculateOpDataFullyConnected`` allocates them only when the
+    filter has more than one scale).
     """
 
     builtin: tuple[tuple[int, int], ...]
@@ -145,7 +147,10 @@ def allocation_sequence(graph: Graph, abi: Abi, scratch_count: int):
     seq += [("builtin data", size, align) for k in kernels for size, align in k.builtin]
     seq += [("Persistent buffer data", k.init_bytes, PERSISTENT_BUFFER_ALIGNMENT) for k in kernels if k.init_bytes]
     for op, k in zip(graph.ops, kernels):
-        if k.per_channel == "quantized" and graph.tensors[op.inputs[0]].dtype == "float32":
+        if k.per_channel == "quantized" and (
+            graph.tensors[op.inputs[0]].dtype == "float32"
+            or (len(op.inputs) > 1 and op.inputs[1] >= 0 and graph.tensors[op.inputs[1]].quant_channels <= 1)
+        ):
             continue
         if k.per_channel and op.outputs:
             channels = graph.tensors[op.outputs[0]].shape[-1] if graph.tensors[op.outputs[0]].shape else 1

@@ -72,7 +72,7 @@ def write_report(d, path: Path) -> Path:
          f"{d.plan['greedy_head_bytes']:,} B." if d.plan and d.plan.get('planned_head_bytes', 0) < d.plan.get('greedy_head_bytes', 0)
          else "- TFLM's greedy plan is already optimal for this model (head = liveness lower bound or no better plan found)."),
         f"- TFLM and LiteRT (reference kernels) outputs on {d.cross_check_samples} inputs: "
-        f"**{'identical' if d.outputs_identical else 'DIFFERENT'}**.",
+        f"**{d.cross_check_text()}**.",
     ]
     if d.compile.compiled:
         lines.append(
@@ -81,6 +81,22 @@ def write_report(d, path: Path) -> Path:
         )
     else:
         lines.append(f"- `model_data.cc` not compiled: {d.compile.reason}.")
+    c = getattr(d, "conversion", None)
+    if c:
+        x = g.tensors[g.inputs[0]]
+        agree = "" if c.get("int8_top1_agreement") is None else f"; top-1 agreement {c['int8_top1_agreement'] * 100:.1f}%"
+        lines += [
+            "",
+            "## Conversion from ONNX",
+            "",
+            f"- {c['converter']}, in {c['seconds']:.1f} s.",
+            f"- Input layout changed: the ONNX input is {'x'.join(map(str, c['onnx_input_shape']))}, the .tflite input "
+            f"(what the firmware fills) is **{x.dtype} {'x'.join(map(str, x.shape))}** (axes {c['input_permutation']} of the "
+            f"ONNX input: channels last). Quantize a float input v as round(v / {x.scale:.9g}) + {x.zero_point}.",
+            f"- Calibrated on {c['calibration_samples']} inputs ({c['calibration_source']}).",
+            f"- On {c['checked_samples']} of them: TensorFlow float graph vs onnxruntime max |diff| {c['float_max_abs_diff']:.3g}; "
+            f"int8 (dequantized) vs onnxruntime max |diff| {c['int8_max_abs_diff']:.3g} (outputs reach {c['output_abs_max']:.3g}){agree}.",
+        ]
     if d.accuracy:
         lines += ["", "## Accuracy", ""] + [f"- {k}: {v}" for k, v in d.accuracy.items()]
     lines += [
@@ -100,6 +116,10 @@ def write_report(d, path: Path) -> Path:
         "- Arduino: put the files in the sketch folder, rename `main.cc` to your `.ino` logic, and install the "
         "board's TFLM library (e.g. Arduino_TensorFlowLite / Chirale_TensorFLowLite).",
         f"- `kTensorArenaSize` = predicted arena × margin {t.arena_margin}.",
+    ]
+    if "model.onnx" in d.files:
+        lines.append("- `model.onnx`: the same subnet in float32 (NCHW input), for other runtimes and converters.")
+    lines += [
         "",
     ]
     from toolchain.files import write_atomically

@@ -17,8 +17,10 @@ Checks, on the calibration inputs: onnx2tf's float graph against onnxruntime run
 ONNX (must agree to float32 rounding, or the conversion is refused), and the int8 model's
 dequantized output against the same float output (reported: max error, top-1 agreement).
 
-The conversion runs in a child process, in a temporary working directory: onnx2tf calls
-``sys.exit`` on errors and prints pages of progress, overwrites its input file, and fetches a
+The conversion runs in a child process, in a temporary working directory: importing onnx2tf
+sets ``TF_USE_LEGACY_KERAS=1`` for the whole process (``tf.keras`` becomes tf_keras, which breaks
+the Keras 3 exporter of :mod:`toolchain.export`), it calls ``sys.exit`` on errors and prints
+pages of progress, it overwrites its input file, and it fetches a
 sample-image file from the network for 3-channel inputs unless it finds that file in the working
 directory. We put one there (made from the calibration data) and replace its download function,
 so the conversion never touches the network. TensorFlow comes in through :mod:`toolchain._tf`;

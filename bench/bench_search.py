@@ -50,7 +50,15 @@ def main() -> None:
     preset = meta["preset"]
     loaders = make_loaders(meta["dataset"]["name"], None, preset["batch_size"], tuple(meta["resolutions"]), preset["val_size"], meta["seed"])
 
+    cache: dict = {}  # budgets are nested: a subnet drawn for several budgets is measured once
+
     def measured(config, split: str = "val") -> float:
+        key = (config.to_string(), split)
+        if key not in cache:
+            cache[key] = _measure(config, split)
+        return cache[key]
+
+    def _measure(config, split: str) -> float:
         return evaluate_subnet(net, config, loaders, torch.device("cpu"), split=split, bn_images=preset["bn_recal_images"],
                                max_images=args.val_images if split == "val" else None)[0]
 

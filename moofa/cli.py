@@ -395,6 +395,8 @@ def _cmd_deploy(args) -> int:
     from toolchain.errors import InputError
     from toolchain.targets import resolve_target
 
+    if args.cross_check_steps < 0:
+        raise InputError(f"--cross-check-steps {args.cross_check_steps}: must be 0 or more")
     if not args.model:
         return _deploy_supernet(args)
     model = Path(args.model)
@@ -413,7 +415,8 @@ def _cmd_deploy(args) -> int:
         from toolchain.tflite_reader import read_model
 
         read_model(model)  # reject a bad model before anything is written or printed
-        result = deploy_tflite(model, target, Path(args.out), labels=labels, samples=args.samples, progress=say)
+        result = deploy_tflite(model, target, Path(args.out), labels=labels, samples=args.samples, progress=say,
+                               cross_check_steps=args.cross_check_steps)
     if args.json:
         print(summary_json(result))
     else:
@@ -477,7 +480,8 @@ def _deploy_onnx(args, model: Path, target, labels, say):
             f"int8 vs float max |diff| {conv.int8_max_abs_diff:.3g} on {conv.checked_samples} inputs")
         return deploy_tflite(staged, target, Path(args.out), labels=labels, samples=args.samples, progress=say,
                              inputs=conv.quantize(calibration[: args.samples]), conversion=conv.to_dict(),
-                             model_name=f"{model.name} (int8 via onnx2tf; input {layout}, channels last)")
+                             model_name=f"{model.name} (int8 via onnx2tf; input {layout}, channels last)",
+                             cross_check_steps=args.cross_check_steps)
 
 
 def _deploy_supernet(args) -> int:
@@ -487,7 +491,8 @@ def _deploy_supernet(args) -> int:
     target = resolve_target(args.target)
     say = (lambda msg: None) if args.json else (lambda msg: print(f"[moofa-deploy] {msg}", file=sys.stderr, flush=True))
     try:
-        summary = deploy_supernet(args.supernet or "moofa", target, Path(args.out), seed=args.seed, data=args.data, progress=say)
+        summary = deploy_supernet(args.supernet or "moofa", target, Path(args.out), seed=args.seed, data=args.data, progress=say,
+                                  cross_check_steps=args.cross_check_steps)
     except DoesNotFit as e:
         print(f"moofa-deploy: {e}", file=sys.stderr)
         return EXIT_DOES_NOT_FIT
@@ -514,6 +519,9 @@ def deploy_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="search seed (same seed, same model.tflite)")
     parser.add_argument("--labels", help="comma-separated class names for model_config.h")
     parser.add_argument("--samples", type=int, default=32, help="inputs for the TFLM vs LiteRT cross-check (default 32)")
+    parser.add_argument("--cross-check-steps", type=int, default=2, metavar="N",
+                        help="quantization steps TFLM's and LiteRT's int8 outputs may differ (default 2: their FULLY_CONNECTED "
+                             "and HARD_SWISH kernels round differently; 0 demands bit-identical outputs)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary (sram/flash blocks as in verify)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     return run(argv, parser, {None: _cmd_deploy})

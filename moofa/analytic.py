@@ -28,19 +28,21 @@ is a chain of pieces (stem, blocks, head) whose tensors never outlive the piece 
 them. So the liveness lower bound is the largest piece's -- but TFLM's greedy plan does not
 always reach it (on random subnets of both layouts it exceeds it about one time in ten, by up
 to ~11%), so the head is TFLM's greedy plan replayed piece by piece with memoized boundary
-offsets (:mod:`moofa.chainplan`). The persistent tail replays TFLM's allocation order region by
+offsets (:mod:`moofa.chainplan`). The persistent tail follows TFLM's allocation order region by
 region, each piece's part of a region a table over the pointer's residue modulo 16. Pieces are
-built once per (resolution, stage, first-or-not, kernel, expand); a config then costs a few
-dozen dictionary look-ups. The tests hold it equal to :func:`price` on random subnets of both
-layouts, at several resolutions, for every kernel library and pointer width.
+built once per (resolution, stage, first-or-not, kernel, expand); a config, new or not, then
+costs about thirty dictionary look-ups (tens of thousands of subnets per second,
+``bench/bench_moofa_pricing.py``). The tests hold it equal to :func:`price` on hundreds of random
+subnets of both layouts, at several resolutions, for every kernel library and pointer width.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import TYPE_CHECKING, NamedTuple
 
-from moofa.chainplan import ChainPiece, PieceModel, boundary_order, chain_head_bytes
+from moofa.chainplan import BoundaryMemo, PieceModel, chain_head_bytes, chain_steps
 from moofa.blocks import FIRST_CONV_KERNEL, BlockSpec, SubnetSpec, make_block, same_output_size, subnet_spec
 from toolchain.graph import Graph, Tensor
 from toolchain.planner import align_up
@@ -49,15 +51,96 @@ if TYPE_CHECKING:  # pragma: no cover
     from moofa.layouts import Layout
     from moofa.space import SubnetConfig
 
-# Flash of a .tflite beyond its constant data: quantization parameters and flatbuffer tables.
-# Least-squares fit of file size - constant bytes = a * quantized channels + b * tensors + c on
-# six subnets exported by toolchain.export.export_int8 (TensorFlow 2.21; OFA and MOOFA, 28x28
-# and 32x32, 10 and 100 classes; 187 to 259 tensors, 0.2 to 2.8 MB): every estimate within
-# 0.25% of the real file. (The schema's float32 scale + int64 zero point would be 12 bytes per
-# channel; ops are not a separate term because they grow with the tensors.)
-QUANT_PARAM_BYTES_PER_CHANNEL = 11.5
-TENSOR_TABLE_BYTES = 130
-MODEL_TABLE_BYTES = 5192
+# Flash: the .tflite file's bytes. Every tensor costs its constant data (exact), its quantization
+# (a float32 scale + an int64 zero point per channel: 12 bytes), its name (a flatbuffer string:
+# 4-byte length + bytes + NUL, padded to 4) and a fixed share of flatbuffer tables (the Tensor
+# and Buffer tables, shape vector, its place in the op's input/output vectors). TENSOR_BYTES and
+# MODEL_BYTES are the least-squares fit of file size - data - quantization - names on 12 subnets
+# exported by toolchain.export.export_int8 with trained (or trained-like: non-zero BN statistics)
+# weights (TensorFlow 2.21; OFA and MOOFA, 20x20 to 96x96, 10 to 1000 classes, 193 to 363
+# tensors, 0.2 to 7.4 MB): every estimate within 69 bytes (0.011%) of the real file
+# (bench/bench_flash_estimate.py). Constant data is counted per tensor: the converter stores
+# equal constants once, which only happens with untrained weights (below).
+QUANT_PARAM_BYTES_PER_CHANNEL = 12
+TENSOR_BYTES = 111
+MODEL_BYTES = 622
+
+# The names TFLiteConverter gives the tensors (TensorFlow 2.21, Keras 3) are 84-86 bytes on
+# average, 4-7% of a subnet's file: each names the Keras layers it was fused from, as
+# "functional_1/<layer scope>/<op>" joined with ";", where a layer's scope is its class name and
+# counter ("conv2d_44_1"; the first two of a class are "conv2d_1" and "conv2d_1_2"). A conv's bias
+# is "[<relu scope>/Relu;]<conv scope>/BiasAdd;<conv scope>/convolution;<conv scope>/Squeeze"
+# and its output the same + "1". Each name is predicted from the op that makes or reads the
+# tensor, with two-digit counters: the few layers numbered below 10 make the predictions 284
+# bytes long in total on every subnet measured, and MODEL_BYTES absorbs that.
+# A conv whose bias is all zeros (the feature mix, which has none; and every BN-folded conv of an
+# untrained supernet, whose BN statistics are still 0 and 1) loses its BiasAdd in conversion:
+# its bias becomes "arith.constantN" and its output "<scope>/convolution1", ~55 bytes shorter,
+# and equal zero biases share one buffer. An untrained supernet's export is therefore smaller
+# than the estimate (5.9% on a 193-tensor subnet): the estimate is an upper bound there. (The
+# constants before this model -- 130 B per tensor, 11.5 B per channel -- came within 0.5% of
+# such exports but under-estimated trained ones by 4-5%: 700,162 B for the 730,680 B subnet
+# moofa-deploy picked for nucleo-f746zg, which this model puts at 730,638 B.)
+_LAYER_PREFIX = len("functional_1/")
+_SCOPE = {  # class name + "_NN_1"
+    "conv": len("conv2d_NN_1"),
+    "depthwise": len("depthwise_conv2d_NN_1"),
+    "relu": len("re_lu_NN_1"),
+    "hard_swish": len("activation_NN_1"),
+    "add": len("add_NN_1"),
+    "multiply": len("multiply_NN_1"),
+    "rescaling": len("rescaling_NN_1"),
+    "mean": len("global_average_pooling2d_NN_1"),
+}
+
+
+def _layer_op(scope: str, op: str) -> int:
+    """len("functional_1/<scope>/<op>")."""
+    return _LAYER_PREFIX + _SCOPE[scope] + len(op)
+
+
+def tflite_name_lengths(graph: Graph) -> list[int]:
+    """The predicted length of each tensor's name in the exported .tflite (see above)."""
+    lengths = [len("serving_default_input:0")] * len(graph.tensors)  # what no op makes: the input
+    for op in graph.ops:
+        kind, inputs, outputs = op.kind, op.inputs, op.outputs
+        if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            scope, conv = ("depthwise", "/depthwise") if kind == "DEPTHWISE_CONV_2D" else ("conv", "/convolution")
+            lengths[inputs[1]] = _layer_op(scope, conv)
+            if op.attrs.get("zero_bias"):
+                lengths[inputs[2]] = len("arith.constantN")
+                lengths[outputs[0]] = _layer_op(scope, conv + "1")
+                continue
+            bias = 3 * _LAYER_PREFIX + 3 * _SCOPE[scope] + len("/BiasAdd;" + conv + ";/Squeeze")
+            act = op.attrs.get("fused_activation", "NONE")
+            if act in ("RELU", "RELU6"):
+                bias += _layer_op("relu", "/" + act.capitalize() + ";")  # "/Relu;" or "/Relu6;"
+            lengths[inputs[2]], lengths[outputs[0]] = bias, bias + 1
+        elif kind == "HARD_SWISH":
+            lengths[outputs[0]] = 4 * _LAYER_PREFIX + 4 * _SCOPE["hard_swish"] + len("/mul;;/Relu6;/add;/truediv")
+        elif kind == "MEAN":
+            lengths[outputs[0]] = _layer_op("mean", "/Mean")
+            lengths[inputs[1]] = len("arith.constant")
+        elif kind == "MUL" and graph.tensors[inputs[1]].is_constant:  # Rescaling by 1/6
+            lengths[outputs[0]] = _layer_op("rescaling", "/mul")
+            lengths[inputs[1]] = len("arith.constantN")
+        elif kind == "MUL":
+            lengths[outputs[0]] = _layer_op("multiply", "/Mul")
+        elif kind == "ADD":
+            lengths[outputs[0]] = _layer_op("add", "/Add")
+        elif kind == "FULLY_CONNECTED":
+            lengths[inputs[1]] = len("functional_1/dense_1/MatMul")
+            lengths[inputs[2]] = len("functional_1/dense_1/BiasAdd")
+            lengths[outputs[0]] = len("StatefulPartitionedCall_1:0")
+    return lengths
+
+
+def _string_bytes(length: int) -> int:
+    return (4 + length + 1 + 3) // 4 * 4
+
+
+def _tensor_flash_bytes(t: Tensor, name_length: int) -> int:
+    return (t.nbytes if t.is_constant else 0) + QUANT_PARAM_BYTES_PER_CHANNEL * t.quant_channels + TENSOR_BYTES + _string_bytes(name_length)
 
 
 # Constants stored once per model however many ops read them.
@@ -90,8 +173,9 @@ class _GraphWriter:
     def shape(self, t: int) -> tuple[int, ...]:
         return self.graph.tensors[t].shape
 
-    def conv(self, x: int, name: str, out_channels: int, kernel: int, stride: int, act: str | None, depthwise: bool = False, fused: str | None = None) -> int:
-        """Conv (+ folded BN) with ``act`` ("relu" fused, "h_swish" as a separate op, None)."""
+    def conv(self, x: int, name: str, out_channels: int, kernel: int, stride: int, act: str | None, depthwise: bool = False, fused: str | None = None, zero_bias: bool = False) -> int:
+        """Conv (+ folded BN) with ``act`` ("relu" fused, "h_swish" as a separate op, None);
+        ``zero_bias``: the PyTorch conv has neither bias nor BN, so its int32 bias is zeros."""
         _, h, w, c = self.shape(x)
         ho, wo = same_output_size(h, stride), same_output_size(w, stride)
         if depthwise:
@@ -110,6 +194,8 @@ class _GraphWriter:
         }
         if depthwise:
             attrs["depth_multiplier"] = 1
+        if zero_bias:
+            attrs["zero_bias"] = True  # named differently in the .tflite (see tflite_name_lengths)
         self.graph.add_op(kind, (x, weights, bias), (y,), **attrs)
         if act == "h_swish":
             z = self.activation(f"{name}/hard_swish", (1, ho, wo, out_channels))
@@ -151,7 +237,7 @@ class _GraphWriter:
     def head(self, x: int, spec: SubnetSpec) -> int:
         h = self.conv(x, "final_expand", spec.final_expand_width, 1, 1, "h_swish")
         h = self.mean(h, "pool")
-        h = self.conv(h, "feature_mix", spec.feature_mix_width, 1, 1, "h_swish")
+        h = self.conv(h, "feature_mix", spec.feature_mix_width, 1, 1, "h_swish", zero_bias=True)
         # The classifier reads the 1x1 map directly (no RESHAPE: FULLY_CONNECTED flattens).
         weights = self.constant("classifier/weights", (spec.num_classes, spec.feature_mix_width), "int8", spec.num_classes)
         bias = self.constant("classifier/bias", (spec.num_classes,), "int32", spec.num_classes)
@@ -249,7 +335,7 @@ class SubnetCost(NamedTuple):
     arena_tail_bytes: int
     scratch_bytes: int
     weight_bytes: int  # constant tensor data, exact
-    flash_bytes: int  # the .tflite's size: weight bytes + quantization + tables (estimate, ~0.25%)
+    flash_bytes: int  # the .tflite's size: weight bytes + quantization + names + tables (estimate, ~0.01%)
     macs: int
     params: int
 
@@ -270,13 +356,11 @@ class SubnetCost(NamedTuple):
         }
 
 
-def _tensor_flash_bytes(t: Tensor) -> float:
-    return (t.nbytes if t.is_constant else 0) + QUANT_PARAM_BYTES_PER_CHANNEL * t.quant_channels + TENSOR_TABLE_BYTES
-
-
 def flash_estimate(graph: Graph) -> int:
-    """Bytes of the .tflite: constant data exactly, quantization and tables estimated."""
-    return round(sum(_tensor_flash_bytes(t) for t in graph.tensors) + MODEL_TABLE_BYTES)
+    """Bytes of the .tflite: constant data exactly, quantization, names and tables estimated
+    (within 0.01% on trained subnets; see TENSOR_BYTES)."""
+    names = tflite_name_lengths(graph)
+    return sum(_tensor_flash_bytes(t, n) for t, n in zip(graph.tensors, names)) + MODEL_BYTES
 
 
 def price(config: "SubnetConfig", target, layout: "Layout") -> SubnetCost:
@@ -302,9 +386,11 @@ def price(config: "SubnetConfig", target, layout: "Layout") -> SubnetCost:
     )
 
 
+# --- fast pricing -------------------------------------------------------------------------------
 # Tail allocations are aligned to at most 16 bytes, so how many bytes a run of them takes
 # depends only on the pointer's residue modulo 16 when the run starts.
 _RESIDUES = 16
+_TAIL_REGIONS = ("builtin options", "kernel Init data", "Prepare's per-channel arrays")
 
 
 def _run_table(items) -> tuple[int, ...]:
@@ -319,34 +405,127 @@ def _run_table(items) -> tuple[int, ...]:
     return tuple(table)
 
 
-@dataclass
-class _Piece:
-    """What one piece of the chain (stem, block, stage, head) contributes to a subnet's cost.
+def _grain(table: tuple[int, ...]) -> int:
+    """The alignments g (a bit mask of g in 1, 2, 4, 8, 16) at which a run is *stable*: entered
+    at any g-aligned address it takes table[0] bytes and leaves the address g-aligned. A run of
+    stable blocks entered g-aligned is then a plain sum (blocks are stable at g = 4 for builtin
+    options -- 4-byte aligned structs, MEAN's 1-byte one absorbed by the next -- and g = 16
+    for the 16-byte aligned Init and Prepare buffers)."""
+    mask = 0
+    for g in (1, 2, 4, 8, 16):
+        if all(table[r] == table[0] and (r - table[r]) % g == 0 for r in range(0, _RESIDUES, g)):
+            mask |= g
+    return mask
 
-    ``sums`` add up; the three ``*_run`` tables chain (TFLM's tail regions: builtin options,
-    kernel ``Init`` data, ``Prepare``'s per-channel arrays, see
-    :func:`toolchain.persistent.allocation_sequence`); ``model`` places the piece's arena
-    buffers, the kernel library's scratch buffers included.
+
+# A piece's additive figures travel packed into one Python int, _FIELD_BITS bits per figure, so
+# that a subnet's totals are a few big-int additions instead of a sum per figure. Every figure
+# is a non-negative integer far below 2**48 (MACs of the largest 224x224 subnet with 1000
+# classes: ~2**30), so no field carries into the next.
+_FIELDS = ("tensors", "ops", "scratch_requests", "scratch_bytes", "weight_bytes", "flash_bytes", "params", "macs",
+           "block tail: builtin", "block tail: init", "block tail: per-channel")
+_TENSORS, _OPS, _SCRATCH, _SCRATCH_BYTES, _WEIGHTS, _FLASH, _PARAMS, _MACS, _BLOCK_TAIL = range(9)
+_FIELD_BITS = 64
+_FIELD_MASK = (1 << _FIELD_BITS) - 1
+# After the figures, one field per shared constant counts the pieces that read it.
+SHARED_CONSTANTS = (SHARED_MEAN_AXES, SHARED_ONE_SIXTH)
+_READERS_SHIFT = _FIELD_BITS * len(_FIELDS)
+
+
+def _pack(values) -> int:
+    assert all(0 <= v < 1 << 48 for v in values), values
+    return sum(v << (_FIELD_BITS * i) for i, v in enumerate(values))
+
+
+def _unpack(packed: int, n: int = len(_FIELDS)) -> list[int]:
+    return [(packed >> (_FIELD_BITS * i)) & _FIELD_MASK for i in range(n)]
+
+
+class _Piece(PieceModel):
+    """One piece of the chain (stem, block, head): its arena buffers as a
+    :class:`~moofa.chainplan.PieceModel` (the kernel library's scratch buffers included), plus
+    what it adds to the subnet's cost.
+
+    ``packed``: its additive figures (:data:`_FIELDS`, then its shared-constant readers);
+    ``tails``: for each of TFLM's tail regions (builtin options, kernel ``Init`` data,
+    ``Prepare``'s per-channel arrays; see :func:`toolchain.persistent.allocation_sequence`) the
+    bytes its allocations take per entry residue modulo 16; ``grains``: :func:`_grain` of each.
     """
 
-    sums: tuple  # tensors, ops, scratch requests, scratch bytes, weight bytes, flash bytes, params, MACs
-    shared: frozenset  # names of the shared constants the piece reads
-    builtin_run: tuple[int, ...]
-    init_run: tuple[int, ...]
-    per_channel_run: tuple[int, ...]
-    model: object
-
-    def consumed(self, region: int, residue: int) -> int:
-        """Bytes this piece's allocations of a tail region take when entered at ``residue``."""
-        return self.runs[region][residue]
-
-    def __post_init__(self):
-        self.lower_bound_bytes = self.model.lower_bound_bytes
-        self.runs = (self.builtin_run, self.init_run, self.per_channel_run)
-        self._consumed = [dict(enumerate(table)) for table in self.runs]
+    def __init__(self, graph: Graph, scratch, left: bool, right: bool, packed: int, tails):
+        super().__init__(graph, scratch, left, right)
+        self.packed = packed
+        self.tails = tuple(_run_table(items) for items in tails)
+        self.grains = tuple(_grain(t) for t in self.tails)
 
 
-_TENSORS, _OPS, _SCRATCH, _SCRATCH_BYTES, _WEIGHTS, _FLASH, _PARAMS, _MACS = range(8)
+_packed_of = attrgetter("packed")
+_lower_bound_of = attrgetter("lower_bound_bytes")
+
+
+class _PieceTable(dict):
+    """Pieces of one (resolution, stage, first block or not) by (kernel, expand), built on
+    first use."""
+
+    def __init__(self, build):
+        super().__init__()
+        self._build = build
+
+    def __missing__(self, kernel_expand):
+        piece = self[kernel_expand] = self._build(*kernel_expand)
+        return piece
+
+
+class _StageTable(dict):
+    """``table[kernels][expands]``: one stage's (block pieces, their packed figures summed),
+    built on first use from the stage's two piece tables (a look-up per block). Nested by
+    kernels, then expands, which makes a new stage cheaper to add than one flat table would."""
+
+    def __init__(self, first: _PieceTable, rest: _PieceTable):
+        super().__init__()
+        self._first, self._rest = first, rest
+
+    def __missing__(self, kernels):
+        found = self[kernels] = _StageExpands(self._first, self._rest, kernels)
+        return found
+
+
+class _StageExpands(dict):
+    """The stages of one kernels tuple, by expands tuple (see _StageTable)."""
+
+    def __init__(self, first: _PieceTable, rest: _PieceTable, kernels: tuple):
+        super().__init__()
+        self._first, self._rest, self._kernels = first, rest, kernels
+
+    def __missing__(self, expands):
+        blocks = zip(self._kernels, expands)
+        pieces = (self._first[next(blocks)], *map(self._rest.__getitem__, blocks))
+        found = self[expands] = (pieces, sum(map(_packed_of, pieces)))
+        return found
+
+
+@dataclass
+class _Resolution:
+    """Everything of one input resolution: the fixed pieces and each stage's table."""
+
+    stem: _Piece
+    first_block: _Piece
+    head: _Piece
+    stages: list[_StageTable]
+    fixed_packed: int  # stem + first block + head
+    tail_rest: dict = field(default_factory=dict)  # see Pricer._tail
+
+    def parts(self, config: "SubnetConfig") -> tuple[list[_Piece], int]:
+        """The subnet's pieces (stem, first block, every active block, head) and their packed
+        figures summed."""
+        pieces = [self.stem, self.first_block]
+        packed = self.fixed_packed
+        for table, kernels, expands in zip(self.stages, config.kernels, config.expands):
+            stage, stage_packed = table[kernels][expands]
+            pieces += stage
+            packed += stage_packed
+        pieces.append(self.head)
+        return pieces, packed
 
 
 class Pricer:
@@ -354,15 +533,18 @@ class Pricer:
 
     ``Pricer(layout, target)`` or ``Pricer(layout, pointer_bytes=8, kernel_library="reference")``;
     ``pricer(config)`` returns the :class:`SubnetCost` :func:`price` returns; ``fits`` answers
-    the budget question, faster on subnets that do not fit.
+    the budget question, faster on subnets that do not fit; ``price_many`` prices a list.
 
-    With ``stage_chains=True`` a stage priced a second time joins the chain as one memoized
-    :class:`~moofa.chainplan.ChainPiece`: about 1.5x faster when the same stages come back
-    (re-pricing a population), slower on a stream of new subnets (an evolution run makes about
-    one new stage per child), where chaining blocks, whose memo entries every subnet shares, wins.
+    A subnet is a chain of pieces (stem, first block, each active block, head), each built once
+    per (resolution, stage, first-or-not, kernel, expand) -- a few dozen per board. Pricing a
+    subnet, new or not, is then: a look-up per stage for its pieces and their packed figures
+    (:class:`_StageTable`, built from per-block pieces on first sight of a stage), one memo
+    look-up per boundary for TFLM's greedy plan (:func:`moofa.chainplan.chain_head_bytes`; the
+    memo is keyed on piece pairs and offsets, so every subnet shares it), and a dozen
+    table look-ups for the persistent tail.
     """
 
-    def __init__(self, layout: "Layout", target=None, pointer_bytes: int = 8, kernel_library: str = "reference", stage_chains: bool = False):
+    def __init__(self, layout: "Layout", target=None, pointer_bytes: int = 8, kernel_library: str = "reference"):
         from toolchain.persistent import HOST_KERNELS, UNKNOWN_KERNEL, abi_for, allocation_sequence
         from toolchain.scratch import scratch_requests
 
@@ -378,229 +560,228 @@ class Pricer:
         # with one int8 input and one int8 output and no ops (after the two struct arrays).
         io = Graph([Tensor("in", (1,), "int8", quant_channels=1), Tensor("out", (1,), "int8", quant_channels=1)], [], [0], [1])
         self._io_allocations = [(size, align) for _, size, align in allocation_sequence(io, self._abi, 0)[2:]]
-        self.stage_chains = stage_chains
-        self._blocks: dict = {}
-        self._stages: dict = {}
-        self._orders: dict = {}
-        self._boundary_memo: dict = {}
-        self._fixed: dict = {}
-        self._fronts: dict = {}
-        self._shared: dict[str, tuple[int, float]] = {}  # name -> (bytes, flash bytes)
-        self._shared_sums: dict[frozenset, tuple] = {}
-        self._tail_ends: dict[tuple, int] = {}
+        self._resolutions: dict[int, _Resolution] = {}
+        self._chain_steps: dict[tuple, tuple] = {}  # (resolution, *depths) -> chain_steps
+        self._boundary_memo = BoundaryMemo()  # shared by every subnet of every resolution
+        self._shared: dict[str, tuple[int, int]] = {}  # name -> (bytes, flash bytes)
+        self._shared_sums: dict[int, tuple[int, int, int]] = {}  # readers field -> (tensors, bytes, flash)
+        # Per tail region, the alignments every stage block built so far is stable at (see
+        # _grain; all of them while there is none), and the smallest of them less one, or -1 if
+        # there is none: then the tail is replayed piece by piece.
+        self._block_grains = [31, 31, 31]
+        self._block_grain_masks = [0, 0, 0]
+        abi = self._abi  # Pricer._tail counts on these being whole pointers
+        assert abi.prefix_bytes % pointer_bytes == abi.eval_tensor_bytes % pointer_bytes == abi.node_and_registration_bytes % pointer_bytes == 0
 
     # pieces ---------------------------------------------------------------------------------
-    def _piece(self, graph: Graph, params: int, macs: int, owns_input: bool = False, owns_output: bool = False) -> _Piece:
+    def _piece(self, graph: Graph, params: int, macs: int, owns_input: bool = False, owns_output: bool = False,
+               stage_block: bool = False) -> _Piece:
         scratch = self._scratch_requests(graph, self.kernel_library)
-        builtin, init, per_channel = [], [], []
+        tails: tuple[list, list, list] = ([], [], [])
         for op in graph.ops:
             # Mirrors toolchain.persistent.allocation_sequence, op by op (the tests compare
             # the result with estimate_tail on whole graphs).
             k = self._kernels.get(op.kind, self._unknown)
-            builtin += k.builtin
+            tails[0].extend(k.builtin)
             if k.init_bytes:
-                init.append((k.init_bytes, 16))
+                tails[1].append((k.init_bytes, 16))
             float_input = graph.tensors[op.inputs[0]].dtype == "float32"
             if k.per_channel and not (k.per_channel == "quantized" and float_input):
                 shape = graph.tensors[op.outputs[0]].shape
-                per_channel += [(4 * (shape[-1] if shape else 1), 16)] * 2
-        flash = sum(_tensor_flash_bytes(t) for t in graph.tensors)
-        if not owns_input:  # the input tensor is counted by the piece before
-            flash -= TENSOR_TABLE_BYTES + QUANT_PARAM_BYTES_PER_CHANNEL
-        tensors = len(graph.tensors) - (0 if owns_input else 1)
-        weights = graph.constant_bytes()
+                tails[2].extend([(4 * (shape[-1] if shape else 1), 16)] * 2)
+        names = tflite_name_lengths(graph)
+        own = [(t, n) for i, (t, n) in enumerate(zip(graph.tensors, names)) if owns_input or i != graph.inputs[0]]
         # Constants the whole model shares are counted once per subnet, not per piece.
-        shared = [t for t in graph.tensors if t.name.startswith(SHARED_PREFIX)]
-        for t in shared:
-            self._shared[t.name] = (t.nbytes, _tensor_flash_bytes(t))
-            tensors, weights, flash = tensors - 1, weights - t.nbytes, flash - _tensor_flash_bytes(t)
-        scratch_bytes = sum(align_up(r.size_bytes) for r in scratch)
-        return _Piece(
-            sums=(tensors, len(graph.ops), len(scratch), scratch_bytes, weights, flash, params, macs),
-            shared=frozenset(t.name for t in shared),
-            builtin_run=_run_table(builtin),
-            init_run=_run_table(init),
-            per_channel_run=_run_table(per_channel),
-            model=PieceModel(graph, scratch, not owns_input, not owns_output),
-        )
-
-    def _fixed_pieces(self, resolution: int):
-        """Stem, first block and head of a resolution, plus each stage's input (channels, size)."""
-        if resolution not in self._fixed:
-            from moofa.space import SubnetConfig
-
-            lay = self.layout
-            # The smallest legal config fixes everything but the stage blocks.
-            d = min(lay.depth_choices)
-            probe = SubnetConfig(lay.name, resolution, ((lay.kernel_choices[0],) * d,) * len(lay.stages), ((lay.expand_choices[0],) * d,) * len(lay.stages))
-            spec = subnet_spec(lay, probe)
-            stem_g, head_g = _piece_graphs(spec)
-            first = spec.blocks[0]
-            stem = self._piece(stem_g, *stem_params_macs(spec), owns_input=True)
-            first_block = self._piece(block_graph(first), *block_params_macs(first))
-            head = self._piece(head_g, *head_params_macs(spec), owns_output=True)
-            stage_inputs = []
-            channels, size = first.out_channels, first.out_size
-            for st in lay.stages:
-                stage_inputs.append((channels, size))
-                channels, size = st.width, (same_output_size(size[0], st.stride), same_output_size(size[1], st.stride))
-            # Stem and first block as one part for the sums and the tail (the chain keeps both).
-            self._fronts[resolution] = _Stage([stem, first_block])
-            self._fixed[resolution] = (stem, first_block, head, stage_inputs)
-        return self._fixed[resolution]
-
-    def _block(self, resolution: int, s: int, first: bool, k, e, channels: int, size) -> _Piece:
-        key = (resolution, s, first, k, e)
-        piece = self._blocks.get(key)
-        if piece is None:
-            st = self.layout.stages[s]
-            spec = make_block(f"stage{s + 1}.block", channels, st.width, e, k, st.stride if first else 1, st.act, st.se, size)
-            piece = self._blocks[key] = self._piece(block_graph(spec), *block_params_macs(spec))
+        shared = [(t, n) for t, n in own if t.name.startswith(SHARED_PREFIX)]
+        own = [(t, n) for t, n in own if not t.name.startswith(SHARED_PREFIX)]
+        readers = [0] * len(SHARED_CONSTANTS)
+        for t, n in shared:
+            self._shared[t.name] = (t.nbytes, _tensor_flash_bytes(t, n))
+            readers[SHARED_CONSTANTS.index(t.name)] = 1
+        figures = [0] * len(_FIELDS)
+        figures[_TENSORS] = len(own)
+        figures[_OPS] = len(graph.ops)
+        figures[_SCRATCH] = len(scratch)
+        figures[_SCRATCH_BYTES] = sum(align_up(r.size_bytes) for r in scratch)
+        figures[_WEIGHTS] = sum(t.nbytes for t, _ in own if t.is_constant)
+        figures[_FLASH] = sum(_tensor_flash_bytes(t, n) for t, n in own)
+        figures[_PARAMS], figures[_MACS] = params, macs
+        piece = _Piece(graph, scratch, not owns_input, not owns_output, 0, tails)
+        self._boundary_memo.share(piece)
+        if stage_block:
+            # What a stage block adds to each tail region when entered at a stable alignment.
+            for region, (table, grain) in enumerate(zip(piece.tails, piece.grains)):
+                figures[_BLOCK_TAIL + region] = table[0]
+                g = self._block_grains[region] & grain
+                if g != self._block_grains[region]:
+                    self._block_grains[region] = g
+                    self._block_grain_masks[region] = (g & -g) - 1 if g else -1  # the smallest stable g
+                    for res in self._resolutions.values():
+                        res.tail_rest.clear()  # its entries assumed the blocks built so far
+        piece.packed = _pack(figures) + (_pack(readers) << _READERS_SHIFT)
         return piece
 
-    def _tail(self, pieces: list[_Piece], sums: tuple) -> int:
-        """TFLM's tail allocations (toolchain.persistent's order), region by region."""
-        abi = self._abi
-        p = -abi.prefix_bytes
-        align = abi.pointer_bytes
-        p = (p - abi.eval_tensor_bytes * sums[_TENSORS]) // align * align
-        p = (p - abi.node_and_registration_bytes * sums[_OPS]) // align * align
-        for region in range(3):
-            for part in pieces:
-                r = p % _RESIDUES
-                c = part._consumed[region].get(r)
-                p -= part.consumed(region, r) if c is None else c
-        # Scratch handles, then the inputs' and outputs' structs: memoized per entry residue.
-        key = (p % _RESIDUES, sums[_SCRATCH])
-        end = self._tail_ends.get(key)
-        if end is None:
-            q = start = key[0] - (1 << 30)
-            items = ([(abi.scratch_handle_bytes * sums[_SCRATCH], align)] if sums[_SCRATCH] else []) + self._io_allocations
-            for size, a in items:
-                q = (q - size) // a * a
-            end = self._tail_ends[key] = start - q
-        return end - p
+    def _resolution(self, resolution: int) -> _Resolution:
+        """The pieces of a resolution: stem, first block and head, and each stage's table."""
+        found = self._resolutions.get(resolution)
+        if found is not None:
+            return found
+        from moofa.space import SubnetConfig
 
-    def _sums(self, parts: list) -> list[int]:
-        sums = [sum(v) for v in zip(*[p.sums for p in parts])]
-        shared = parts[0].shared
-        for p in parts[1:]:
-            if not p.shared <= shared:
-                shared = shared | p.shared
-        extra = self._shared_sums.get(shared)
-        if extra is None:  # one entry per distinct set of shared constants (one or two in practice)
-            extra = self._shared_sums[shared] = (len(shared), sum(self._shared[n][0] for n in shared), sum(self._shared[n][1] for n in shared))
-        sums[_TENSORS] += extra[0]
-        sums[_WEIGHTS] += extra[1]
-        sums[_FLASH] += extra[2]
-        return sums
+        lay = self.layout
+        # The smallest legal config fixes everything but the stage blocks.
+        d = min(lay.depth_choices)
+        probe = SubnetConfig(lay.name, resolution, ((lay.kernel_choices[0],) * d,) * len(lay.stages), ((lay.expand_choices[0],) * d,) * len(lay.stages))
+        spec = subnet_spec(lay, probe)
+        stem_g, head_g = _piece_graphs(spec)
+        first = spec.blocks[0]
+        stages = []
+        channels, size = first.out_channels, first.out_size
+        for s, st in enumerate(lay.stages):
+            out_size = (same_output_size(size[0], st.stride), same_output_size(size[1], st.stride))
+            stages.append(_StageTable(
+                _PieceTable(self._block_builder(s, True, channels, size)),
+                _PieceTable(self._block_builder(s, False, st.width, out_size)),
+            ))
+            channels, size = st.width, out_size
+        stem = self._piece(stem_g, *stem_params_macs(spec), owns_input=True)
+        first_block = self._piece(block_graph(first), *block_params_macs(first))
+        head = self._piece(head_g, *head_params_macs(spec), owns_output=True)
+        found = self._resolutions[resolution] = _Resolution(stem, first_block, head, stages, stem.packed + first_block.packed + head.packed)
+        return found
+
+    def _block_builder(self, s: int, first: bool, channels: int, size):
+        st = self.layout.stages[s]
+
+        def build(kernel, expand) -> _Piece:
+            spec = make_block(f"stage{s + 1}.block", channels, st.width, expand, kernel, st.stride if first else 1, st.act, st.se, size)
+            return self._piece(block_graph(spec), *block_params_macs(spec), stage_block=True)
+
+        return build
 
     def pieces(self, config: "SubnetConfig") -> list[_Piece]:
         """Stem, first block, every active block, head."""
-        res = config.resolution
-        stem, first, head, _ = self._fixed_pieces(res)
-        pieces = [stem, first]
-        for s, (ks, es) in enumerate(zip(config.kernels, config.expands)):
-            pieces += self._stage(res, s, ks, es).blocks
-        pieces.append(head)
-        return pieces
+        return self._parts(config)[0]
 
-    def _stage(self, res: int, s: int, kernels: tuple, expands: tuple) -> "_Stage":
-        key = (res, s, kernels, expands)
-        stage = self._stages.get(key)
-        if stage is None:
-            channels, size = self._fixed_pieces(res)[3][s]
-            st = self.layout.stages[s]
-            blocks = []
-            for b, (k, e) in enumerate(zip(kernels, expands)):
-                blocks.append(self._block(res, s, b == 0, k, e, channels, size))
-                if b == 0:
-                    channels, size = st.width, (same_output_size(size[0], st.stride), same_output_size(size[1], st.stride))
-            stage = self._stages[key] = _Stage(blocks)
-        return stage
+    def _parts(self, config: "SubnetConfig") -> tuple[list[_Piece], int]:
+        res = self._resolutions.get(config.resolution) or self._resolution(config.resolution)
+        return res.parts(config)
 
-    def _order(self, config: "SubnetConfig", models: list, stage_models: list) -> list[int]:
-        # The boundary sizes follow from the depths and which stages are chained as blocks.
-        key = (config.resolution, tuple(map(len, config.kernels)), tuple(map(len, stage_models)))
-        order = self._orders.get(key)
-        if order is None:
-            order = self._orders[key] = boundary_order(models)
-        return order
+    # costs ----------------------------------------------------------------------------------
+    def _head(self, config: "SubnetConfig", pieces: list[_Piece]) -> int:
+        # The chain's shape (boundary sizes, the pieces' flags) follows from the resolution and
+        # the depths, so its steps serve every subnet of that shape.
+        key = (config.resolution, *map(len, config.kernels))
+        steps = self._chain_steps.get(key)
+        if steps is None:
+            steps = self._chain_steps[key] = chain_steps(pieces)
+        return chain_head_bytes(pieces, steps, self._boundary_memo)
+
+    def _tail(self, res: _Resolution, pieces: list[_Piece], packed: int, tensors: int, ops: int, scratch: int) -> int:
+        """TFLM's tail allocations, in toolchain.persistent's order: the allocator's objects and
+        the two struct arrays (whole multiples of the pointer width, so no padding), then per
+        region the stem, first block, stage blocks and head, then the scratch handles and the
+        I/O structs. The stage blocks take a plain sum per region when entered at an alignment
+        they are all stable at (see _grain; always, on the layouts here); everything else
+        depends only on the residues modulo 16 at which it is entered, so it is memoized on
+        them. Otherwise the allocations are replayed piece by piece."""
+        abi = self._abi
+        arrays = abi.prefix_bytes + abi.eval_tensor_bytes * tensors + abi.node_and_registration_bytes * ops
+        b0 = (packed >> (_FIELD_BITS * _BLOCK_TAIL)) & _FIELD_MASK
+        b1 = (packed >> (_FIELD_BITS * (_BLOCK_TAIL + 1))) & _FIELD_MASK
+        b2 = (packed >> (_FIELD_BITS * (_BLOCK_TAIL + 2))) & _FIELD_MASK
+        key = (arrays & 15, b0 & 15, b1 & 15, b2 & 15, scratch)
+        rest = res.tail_rest.get(key)
+        if rest is None:
+            rest = res.tail_rest[key] = self._tail_rest(pieces, key)
+        if rest >= 0:
+            return arrays + b0 + b1 + b2 + rest
+        return self._replay_tail(pieces, -arrays, scratch)
+
+    def _tail_rest(self, pieces: list[_Piece], key: tuple) -> int:
+        """For Pricer._tail: the bytes taken by the stem, first block and head and by the
+        handles and I/O structs, entered at the residues of ``key``; -1 if the stage blocks
+        are not entered at an alignment they are stable at."""
+        arrays_residue, *block_residues, scratch = key
+        p = start = -arrays_residue - (1 << 30)
+        stem, first, last = pieces[0].tails, pieces[1].tails, pieces[-1].tails
+        for region, (mask, blocks) in enumerate(zip(self._block_grain_masks, block_residues)):
+            p -= stem[region][p & 15]
+            p -= first[region][p & 15]
+            if mask < 0 or p & mask:
+                return -1
+            p -= blocks  # only the residue of the blocks' bytes matters from here on
+            p -= last[region][p & 15]
+        return start - p - sum(block_residues) + self._tail_end(p, scratch)
+
+    def _tail_end(self, p: int, scratch: int) -> int:
+        """Scratch handles, then the inputs' and outputs' structs, from address ``p``."""
+        abi = self._abi
+        q = start = (p & 15) - (1 << 30)
+        items = ([(abi.scratch_handle_bytes * scratch, abi.pointer_bytes)] if scratch else []) + self._io_allocations
+        for size, align in items:
+            q = (q - size) // align * align
+        return start - q
+
+    def _replay_tail(self, pieces: list[_Piece], p: int, scratch: int) -> int:
+        """The tail by replaying every piece's allocations (see Pricer._tail)."""
+        for region in range(len(_TAIL_REGIONS)):
+            for piece in pieces:
+                p -= piece.tails[region][p & 15]
+        return self._tail_end(p, scratch) - p
+
+    def _shared_sums_of(self, readers: int) -> tuple[int, int, int]:
+        """Tensors, bytes and flash bytes of the shared constants some piece reads."""
+        found = self._shared_sums.get(readers)
+        if found is None:
+            names = [n for n, count in zip(SHARED_CONSTANTS, _unpack(readers, len(SHARED_CONSTANTS))) if count]
+            found = self._shared_sums[readers] = (len(names), sum(self._shared[n][0] for n in names), sum(self._shared[n][1] for n in names))
+        return found
+
+    def _flash_and_tail(self, res: _Resolution, pieces: list[_Piece], packed: int) -> tuple[int, int, int]:
+        """Flash bytes, tail bytes and the shared constants' bytes of a subnet's pieces."""
+        shared_tensors, shared_bytes, shared_flash = self._shared_sums_of(packed >> _READERS_SHIFT)
+        flash = ((packed >> (_FIELD_BITS * _FLASH)) & _FIELD_MASK) + shared_flash + MODEL_BYTES
+        tensors = (packed & _FIELD_MASK) + shared_tensors
+        ops = (packed >> (_FIELD_BITS * _OPS)) & _FIELD_MASK
+        scratch = (packed >> (_FIELD_BITS * _SCRATCH)) & _FIELD_MASK
+        return flash, self._tail(res, pieces, packed, tensors, ops, scratch), shared_bytes
+
+    def __call__(self, config: "SubnetConfig", head_only: bool = False) -> SubnetCost:
+        """The subnet's cost (``head_only=True``: just the arena head, an int)."""
+        res = self._resolutions.get(config.resolution) or self._resolution(config.resolution)
+        pieces, packed = res.parts(config)
+        if head_only:
+            return self._head(config, pieces)
+        flash, tail, shared_bytes = self._flash_and_tail(res, pieces, packed)
+        return SubnetCost(
+            self._head(config, pieces),
+            tail,
+            (packed >> (_FIELD_BITS * _SCRATCH_BYTES)) & _FIELD_MASK,
+            ((packed >> (_FIELD_BITS * _WEIGHTS)) & _FIELD_MASK) + shared_bytes,
+            flash,
+            (packed >> (_FIELD_BITS * _MACS)) & _FIELD_MASK,
+            (packed >> (_FIELD_BITS * _PARAMS)) & _FIELD_MASK,
+        )
 
     def fits(self, config: "SubnetConfig", sram_budget_bytes: int, flash_budget_bytes: int | None = None) -> bool:
         """Whether arena (head + tail) <= ``sram_budget_bytes`` and flash <= ``flash_budget_bytes``:
         the same answer as pricing, faster on subnets that do not fit. The head is never below
         the liveness lower bound (the largest piece's), so a bound over budget settles it;
         only otherwise is the greedy plan replayed."""
-        res = config.resolution
-        stem, first, head_piece, _ = self._fixed_pieces(res)
-        stages = [self._stage(res, s, ks, es) for s, (ks, es) in enumerate(zip(config.kernels, config.expands))]
-        parts = [self._fronts[res], *stages, head_piece]
-        sums = self._sums(parts)
-        if flash_budget_bytes is not None and round(sums[_FLASH] + MODEL_TABLE_BYTES) > flash_budget_bytes:
+        res = self._resolutions.get(config.resolution) or self._resolution(config.resolution)
+        pieces, packed = res.parts(config)
+        flash, tail, _ = self._flash_and_tail(res, pieces, packed)
+        if flash_budget_bytes is not None and flash > flash_budget_bytes:
             return False
-        tail = self._tail(parts, sums)
-        if max(p.lower_bound_bytes for p in parts) + tail > sram_budget_bytes:
-            return False
-        return self(config, head_only=True) + tail <= sram_budget_bytes
+        budget = sram_budget_bytes - tail
+        return max(map(_lower_bound_of, pieces)) <= budget and self._head(config, pieces) <= budget
 
     def arena_head_bytes(self, config: "SubnetConfig") -> int:
         """Just the planned head (scratch included)."""
         return self(config, head_only=True)
 
-    def __call__(self, config: "SubnetConfig", head_only: bool = False) -> SubnetCost:
-        """The subnet's cost (``head_only=True``: just the arena head, an int)."""
-        res = config.resolution
-        stem, first, head_piece, _ = self._fixed_pieces(res)
-        stages = [self._stage(res, s, ks, es) for s, (ks, es) in enumerate(zip(config.kernels, config.expands))]
-        models = [stem.model, first.model]
-        if self.stage_chains:
-            for st in stages:
-                if st.uses == 1:
-                    st.models = [ChainPiece(st.models, self._boundary_memo)]
-                st.uses += 1
-        for st in stages:
-            models += st.models
-        models.append(head_piece.model)
-        order = self._order(config, models, [st.models for st in stages])
-        head = chain_head_bytes(models, order, self._boundary_memo)
-        if head_only:
-            return head
-        parts = [self._fronts[res], *stages, head_piece]
-        sums = self._sums(parts)
-        return SubnetCost(
-            arena_head_bytes=head,
-            arena_tail_bytes=self._tail(parts, sums),
-            scratch_bytes=sums[_SCRATCH_BYTES],
-            weight_bytes=sums[_WEIGHTS],
-            flash_bytes=round(sums[_FLASH] + MODEL_TABLE_BYTES),
-            macs=sums[_MACS],
-            params=sums[_PARAMS],
-        )
-
-
-class _Stage:
-    """A stage's blocks, with their figures summed and their tail tables composed on demand
-    (per entry residue, memoized)."""
-
-    def __init__(self, blocks: list[_Piece]):
-        self.blocks = blocks
-        # The chain takes a stage as its blocks, or (Pricer.stage_chains) from its second use
-        # on as one memoized ChainPiece.
-        self.models = [b.model for b in blocks]
-        self.uses = 0
-        self.sums = tuple(sum(v) for v in zip(*[b.sums for b in blocks]))
-        self.shared = frozenset().union(*(b.shared for b in blocks))
-        self.lower_bound_bytes = max(b.lower_bound_bytes for b in blocks)
-        self._tables = [[b.runs[region] for b in blocks] for region in range(3)]
-        self._consumed: list[dict[int, int]] = [{}, {}, {}]
-
-    def consumed(self, region: int, residue: int) -> int:
-        """Bytes the blocks' allocations of a tail region take when entered at ``residue``."""
-        hit = self._consumed[region].get(residue)
-        if hit is None:
-            p = residue
-            for table in self._tables[region]:
-                p -= table[p % _RESIDUES]
-            hit = self._consumed[region][residue] = residue - p
-        return hit
+    def price_many(self, configs) -> list[SubnetCost]:
+        """The cost of each config, in order (the search prices its candidates one by one, so
+        this is a convenience, not a faster path)."""
+        return [self(c) for c in configs]

@@ -21,6 +21,13 @@ it in time and were placed before it, so:
    order therefore finds every offset it needs already known -- each step a cached replay of
    one piece's placement up to the boundary.
 
+The search prices thousands of subnets per second, so a subnet costs one memo look-up per
+boundary (:class:`BoundaryMemo`, keyed on the two pieces and the neighbouring offsets that
+precede the boundary; shared by every subnet, since pieces repeat across subnets): the entry
+holds the boundary's offset and the highest end of the piece(s) it completes, and the head is
+the largest of those. :func:`chain_steps` (the boundaries in TFLM's order, cached per chain
+shape by the caller) tells which neighbouring offsets each look-up reads.
+
 TFLM's order between two buffers of one piece is the same in the piece's own graph as in the
 whole graph (tensors keep their relative index; scratch buffers come after all tensors in
 both), so each piece is modelled from its standalone graph (:func:`toolchain.planner.arena_buffers`).
@@ -66,57 +73,65 @@ class PieceModel:
         self.neighbours = [
             [j for j in range(n) if j != i and not (spans[i][0] > spans[j][1] or spans[j][0] > spans[i][1])] for i in range(n)
         ]
+        rank = {i: r for r, i in enumerate(order)}
+        # The neighbours placed before each buffer: all a first fit has to clear.
+        self._earlier = [[j for j in self.neighbours[i] if rank[j] < rank[i]] for i in range(n)]
         by_tensor = {b.tensor: i for i, b in enumerate(buffers) if b.tensor >= 0}
         self.left = by_tensor[graph.inputs[0]] if left else None
         self.right = by_tensor[graph.outputs[0]] if right else None
-        rank = {i: r for r, i in enumerate(order)}
-        # Whether the other boundary is placed before this one (only then does its offset matter).
-        self._other_first = {
-            "left": self.left is not None and self.right is not None and rank[self.right] < rank[self.left],
-            "right": self.left is not None and self.right is not None and rank[self.left] < rank[self.right],
-        }
-        # The same two flags as plain attributes, for chain_head_bytes's inner loop.
-        self.output_first = self._other_first["left"]
-        self.input_first = self._other_first["right"]
-        self._partial: dict = {}
+        both = self.left is not None and self.right is not None
+        # Whether the other boundary is placed before this one (only then does its offset
+        # matter): the input before the output, or the output before the input.
+        self.input_first = both and rank[self.left] < rank[self.right]
+        self.output_first = both and rank[self.right] < rank[self.left]
+        self.left_size = self.sizes[self.left] if self.left is not None else 0
+        self.right_size = self.sizes[self.right] if self.right is not None else 0
+        # Buffers ahead of both boundaries in TFLM's order do not depend on them: placed once.
+        boundaries = [rank[b] for b in (self.left, self.right) if b is not None]
+        self._free = self._place_from({}, order[: min(boundaries, default=n)], {})
+        # What the boundary memo keys this piece by as the left one (BoundaryMemo.share).
+        self.right_key = self
+        self._before_left: dict = {}
+        self._before_right: dict = {}
         self._full: dict = {}
+        self._canonical: dict = {}
 
-    @property
-    def left_size(self) -> int:
-        return self.sizes[self.left]
-
-    @property
-    def right_size(self) -> int:
-        return self.sizes[self.right]
-
-    def _place(self, stop: int | None, fixed: dict[int, int]) -> dict[int, int]:
-        offsets: dict[int, int] = {}
-        sizes, neighbours = self.sizes, self.neighbours
-        for i in self.order:
-            if i == stop:
-                break
+    def _place_from(self, offsets: dict[int, int], buffers: list[int], fixed: dict[int, int]) -> dict[int, int]:
+        """Place ``buffers`` (a stretch of TFLM's order) after those in ``offsets``."""
+        sizes, earlier = self.sizes, self._earlier
+        for i in buffers:
             if i in fixed:
                 offsets[i] = fixed[i]
-                continue
-            placed = [(offsets[j], sizes[j]) for j in neighbours[i] if j in offsets]
-            offsets[i] = _first_fit(sizes[i], placed) if placed else 0
+            else:
+                placed = [(offsets[j], sizes[j]) for j in earlier[i]]
+                offsets[i] = _first_fit(sizes[i], placed) if placed else 0
         return offsets
 
-    def before(self, side: str, other_offset: int | None) -> list[tuple[int, int]]:
+    def _place(self, stop: int | None, fixed: dict[int, int]) -> dict[int, int]:
+        """Offsets of the buffers TFLM places before ``stop`` (all if ``None``), boundaries
+        in ``fixed`` at their given offsets."""
+        rest = self.order[len(self._free):]
+        if stop is not None:
+            rest = rest[: rest.index(stop)]
+        return self._place_from(dict(self._free), rest, fixed)
+
+    def before(self, side: str, other_offset: int | None) -> tuple[tuple[int, int], ...]:
         """(offset, size) of this piece's buffers placed before boundary ``side`` ("left" or
-        "right") and overlapping it, given the other boundary's offset (used only if the other
-        boundary precedes it, which is exactly when the caller knows it)."""
-        if not self._other_first[side]:
+        "right") and overlapping it, sorted, given the other boundary's offset (used only if
+        the other boundary precedes it, which is exactly when the caller knows it). Equal
+        answers are one object, so that callers can memoize on them by identity."""
+        left = side == "left"
+        if not (self.output_first if left else self.input_first):
             other_offset = None
-        key = (side, other_offset)
-        hit = self._partial.get(key)
+        memo = self._before_left if left else self._before_right
+        hit = memo.get(other_offset)
         if hit is None:
-            stop, other = (self.left, self.right) if side == "left" else (self.right, self.left)
+            stop, other = (self.left, self.right) if left else (self.right, self.left)
             fixed = {other: other_offset} if other is not None and other_offset is not None else {}
             offsets = self._place(stop, fixed)
             near = set(self.neighbours[stop])
-            hit = [(o, self.sizes[j]) for j, o in offsets.items() if j in near]
-            self._partial[key] = hit
+            hit = tuple(sorted((o, self.sizes[j]) for j, o in offsets.items() if j in near))
+            hit = memo[other_offset] = self._canonical.setdefault(hit, hit)
         return hit
 
     def head(self, left_offset: int | None, right_offset: int | None) -> int:
@@ -135,118 +150,107 @@ class PieceModel:
         return hit
 
 
-class ChainPiece:
-    """A chain of pieces seen as one piece (its boundaries: the first piece's input and the
-    last piece's output), so that a whole stage is resolved once per pair of boundary offsets
-    and a subnet's top-level chain has only the few boundaries between stages."""
-
-    def __init__(self, pieces: list, memo: dict | None = None):
-        self.pieces = pieces
-        self.memo = {} if memo is None else memo  # boundary offsets, shareable between chains
-        k = len(pieces)
-        self.left, self.right = pieces[0].left, pieces[-1].right
-        self.left_size = pieces[0].left_size if self.left is not None else 0
-        self.right_size = pieces[-1].right_size if self.right is not None else 0
-        # Internal boundary m (1..k-1) is pieces[m-1]'s output, in TFLM's order.
-        self.sizes = [0] + [pieces[m].left_size for m in range(1, k)]
-        self.order = boundary_order(pieces)
-        both = self.left is not None and self.right is not None
-        # Of this piece's own two boundaries the output (higher index) goes first if not smaller.
-        self.output_first = both and self.right_size >= self.left_size
-        self.input_first = both and not self.output_first
-        self._partial: dict = {}
-        self._full: dict = {}
-
-    def _precedes(self, m: int, side: str) -> bool:
-        """Whether internal boundary m is placed before this piece's boundary ``side``."""
-        if side == "left":
-            return self.sizes[m] >= self.left_size  # m has the higher index
-        return self.sizes[m] > self.right_size
-
-    def _resolve(self, left_offset, right_offset, side: str | None) -> list:
-        pieces, sizes = self.pieces, self.sizes
-        k = len(pieces)
-        offsets: list = [None] * (k + 1)
-        offsets[0], offsets[k] = left_offset, right_offset
-        for m in self.order:
-            if side is not None and not self._precedes(m, side):
-                continue
-            left, right = pieces[m - 1], pieces[m]
-            key = (left, right, offsets[m - 1] if left.input_first else None, offsets[m + 1] if right.output_first else None)
-            o = self.memo.get(key)
-            if o is None:
-                placed = left.before("right", key[2]) + right.before("left", key[3])
-                o = self.memo[key] = _first_fit(sizes[m], placed) if placed else 0
-            offsets[m] = o
-        return offsets
-
-    def before(self, side: str, other_offset: int | None) -> list[tuple[int, int]]:
-        """As :meth:`PieceModel.before`: the buffers placed before boundary ``side`` that
-        overlap it (they all belong to the end piece on that side)."""
-        if not (self.output_first if side == "left" else self.input_first):
-            other_offset = None
-        key = (side, other_offset)
-        hit = self._partial.get(key)
-        if hit is None:
-            k = len(self.pieces)
-            if side == "left":
-                offsets = self._resolve(None, other_offset, "left")
-                first = self.pieces[0]
-                hit = first.before("left", offsets[1] if first.output_first else None)
-            else:
-                offsets = self._resolve(other_offset, None, "right")
-                last = self.pieces[-1]
-                hit = last.before("right", offsets[k - 1] if last.input_first else None)
-            self._partial[key] = hit
-        return hit
-
-    def head(self, left_offset: int | None, right_offset: int | None) -> int:
-        key = (left_offset, right_offset)
-        hit = self._full.get(key)
-        if hit is None:
-            offsets = self._resolve(left_offset, right_offset, None)
-            hit = self._full[key] = max(p.head(offsets[m], offsets[m + 1]) for m, p in enumerate(self.pieces))
-        return hit
-
-
 def boundary_order(pieces: list) -> list[int]:
     """TFLM's order of the chain's boundaries: larger first; of equal size the later first."""
     sizes = [0] + [pieces[i].left_size for i in range(1, len(pieces))]
     return sorted(range(1, len(pieces)), key=lambda i: (-sizes[i], -i))
 
 
-def chain_head_bytes(pieces: list, order: list[int] | None = None, memo: dict | None = None) -> int:
+def chain_steps(pieces: list) -> tuple[tuple[int, int, int], ...]:
+    """The chain's boundaries in TFLM's order, each as ``(i, a, b)``: boundary ``i`` and the
+    neighbouring boundaries whose offsets its placement reads -- ``a = i - 1`` if that one is
+    placed before it (``pieces[i - 1].input_first``), ``b = i + 1`` likewise
+    (``pieces[i].output_first``), else ``len(pieces) + 1``, a slot that stays ``None``.
+
+    It depends only on the boundary sizes and the pieces' two flags, so a caller caches it per
+    chain shape (for subnets: per resolution and depths)."""
+    skip = len(pieces) + 1
+    return tuple(
+        (i, i - 1 if pieces[i - 1].input_first else skip, i + 1 if pieces[i].output_first else skip)
+        for i in boundary_order(pieces)
+    )
+
+
+class _Blockers:
+    """Stands for every piece that places its output boundary the same way: its input is placed
+    after its output, so all it contributes is its buffers placed before the output (``blockers``,
+    offset-independent), and the boundary memo has one entry for all of them."""
+
+    __slots__ = ("blockers",)
+
+    def __init__(self, blockers):
+        self.blockers = blockers
+
+
+class BoundaryMemo(dict):
+    """``memo[left.right_key, right, left_offset, right_offset]``: where TFLM places the
+    boundary between pieces ``left`` and ``right`` given the neighbouring boundaries' offsets
+    that precede it, and the highest end of whichever of the two pieces has both of its
+    boundaries known once this one is placed (0 if neither). Computed on first use; one memo
+    serves every chain built from the same pieces."""
+
+    def __init__(self):
+        super().__init__()
+        # First-fit answers by (size, the two pieces' buffers in the way): many keys above
+        # share one, so a new key mostly costs a few look-ups.
+        self._fits: dict = {}
+        self._blockers: dict = {}
+
+    def share(self, piece) -> None:
+        """Key ``piece`` as a left piece by what it contributes, where that is only its
+        buffers (see _Blockers): pieces that differ only in buffers that never meet their
+        output (a depthwise kernel's scratch, say) then share memo entries."""
+        if piece.left is not None and piece.right is not None and not piece.input_first:
+            blockers = piece.before("right", None)
+            piece.right_key = self._blockers.setdefault(blockers, _Blockers(blockers))
+
+    def __missing__(self, key):
+        left, right, left_offset, right_offset = key
+        # (The steps pass a neighbour's offset only where it precedes this boundary, which is
+        # what before() and head() would otherwise check; their memos are read directly.)
+        if type(left) is _Blockers:
+            from_left = left.blockers
+        else:
+            from_left = left._before_right.get(left_offset) or left.before("right", left_offset)
+        from_right = right._before_left.get(right_offset) or right.before("left", right_offset)
+        size = right.left_size
+        in_the_way = (size, id(from_left), id(from_right))  # canonical objects, kept alive by the pieces
+        offset = self._fits.get(in_the_way)
+        if offset is None:
+            placed = from_left + from_right
+            offset = self._fits[in_the_way] = _first_fit(size, placed) if placed else 0
+        end = 0
+        # A piece's two boundaries are placed one after the other; its own buffers are settled
+        # when the later one is, and the earlier one's offset is then part of the key.
+        if type(left) is not _Blockers and (left.left is None or left.input_first):
+            end = left.head(left_offset, offset)
+        if right.right is None or right.output_first:
+            end = max(end, right.head(offset, right_offset))
+        found = self[key] = (offset, end)
+        return found
+
+
+def chain_head_bytes(pieces: list, steps: tuple | None = None, memo: BoundaryMemo | None = None) -> int:
     """The head TFLM's greedy planner gives the chain ``pieces[0] -> ... -> pieces[-1]``
     (the first piece owns the graph input, the last the graph output).
 
-    ``order`` is :func:`boundary_order` if the caller has it cached (it depends only on the
-    boundary sizes). Each boundary's offset is memoized on (its two pieces, the neighbouring
-    boundary offsets that precede it) in ``memo`` (pass the same dict across calls to share
-    it), each piece's highest end on its two boundary offsets.
+    ``steps`` is :func:`chain_steps` if the caller has it cached. Each boundary is one look-up
+    in ``memo`` (pass the same one across calls to share it), keyed on its two pieces and the
+    neighbouring offsets that precede it; the entry holds the boundary's offset and the highest
+    end of the piece(s) it completes, so every piece's end is counted exactly once (a middle
+    piece at the later of its two boundaries, the first and last at their only one).
     """
     n = len(pieces)
-    if order is None:
-        order = boundary_order(pieces)
-    offsets: list = [None] * (n + 1)
+    if n == 1:
+        return pieces[0].head(None, None)
+    if steps is None:
+        steps = chain_steps(pieces)
     if memo is None:
-        memo = {}
-    get = memo.get
-    for i in order:
-        left, right = pieces[i - 1], pieces[i]
-        key = (left, right, offsets[i - 1] if left.input_first else None, offsets[i + 1] if right.output_first else None)
-        o = get(key)
-        if o is None:
-            placed = left.before("right", key[2]) + right.before("left", key[3])
-            o = memo[key] = _first_fit(right.left_size, placed) if placed else 0
-        offsets[i] = o
+        memo = BoundaryMemo()
+    offsets: list = [None] * (n + 2)
     head = 0
-    left_offset = None
-    for j, p in enumerate(pieces):
-        right_offset = offsets[j + 1]
-        end = p._full.get((left_offset, right_offset))
-        if end is None:
-            end = p.head(left_offset, right_offset)
+    for i, a, b in steps:
+        offsets[i], end = memo[pieces[i - 1].right_key, pieces[i], offsets[a], offsets[b]]
         if end > head:
             head = end
-        left_offset = right_offset
     return head

@@ -125,24 +125,67 @@ def test_fast_pricing_equals_the_toolchains_memory_model(name, resolution, chann
         assert above_lower_bound > 0
 
 
-def test_stage_chains_and_fits_give_the_same_answers():
+def test_fits_gives_the_same_answers():
     lay = get_layout("moofa", 64, 3, 10)
     space = SearchSpace(lay)
     rng = random.Random(3)
     target = SimpleNamespace(pointer_bytes=4, kernel_library="cmsis-nn")
     configs = [space.sample(rng) for _ in range(12)]
-    # Shared stages, so that chains are built and reused.
     configs += [space.crossover(a, b, rng) for a, b in zip(configs, configs[1:])]
     expected = [price(c, target, lay) for c in configs]
-    chained = Pricer(lay, target, stage_chains=True)
-    for _ in range(3):  # first pass as blocks, then as stage chains
-        assert [chained(c) for c in configs] == expected
     plain = Pricer(lay, target)
+    assert plain.price_many(configs) == expected
     for c, cost in zip(configs, expected):
         for budget in (cost.arena_bytes - 1, cost.arena_bytes):
             assert plain.fits(c, budget) == (cost.arena_bytes <= budget)
         assert not plain.fits(c, 10**9, flash_budget_bytes=cost.flash_bytes - 1)
         assert plain.fits(c, 10**9, flash_budget_bytes=cost.flash_bytes)
+
+
+# Layout, resolution, input channels, classes, (kernel library, pointer bytes), subnets.
+MANY = [
+    ("moofa", 32, 1, 10, ("cmsis-nn", 4), 80),
+    ("moofa", 28, 1, 10, ("reference", 8), 60),
+    ("moofa", 96, 3, 100, ("esp-nn", 4), 40),
+    ("ofa", 32, 1, 10, ("cmsis-nn", 4), 60),
+    ("ofa", 64, 3, 10, ("reference", 8), 40),
+    ("ofa", 224, 3, 1000, ("esp-nn", 4), 40),
+]
+
+
+@pytest.mark.parametrize("name, resolution, channels, classes, board, n", MANY)
+def test_pricer_equals_the_planner_on_many_subnets(name, resolution, channels, classes, board, n):
+    """The fast path (shared memos, stage tables, the tail's sums) against the graph priced by
+    the planner itself: 320 random and evolved subnets in all, priced in one stream so that the
+    memos built by earlier subnets serve later ones, as in a search."""
+    lay = get_layout(name, resolution, channels, classes)
+    space = SearchSpace(lay)
+    rng = random.Random(resolution)
+    target = SimpleNamespace(pointer_bytes=board[1], kernel_library=board[0])
+    configs = [space.sample(rng) for _ in range(n // 2)]
+    while len(configs) < n:  # mutants and crossovers share stages and boundaries with earlier ones
+        a, b = rng.choice(configs), rng.choice(configs)
+        configs.append(space.mutate(a, rng) if rng.random() < 0.5 else space.crossover(a, b, rng))
+    pricer = Pricer(lay, target)
+    for config in configs:
+        assert pricer(config) == price(config, target, lay), config.to_string()
+
+
+def test_tail_replay_equals_the_summed_tail():
+    """Where stage blocks are not stable at their alignment the tail is replayed piece by piece;
+    forced everywhere, the replay gives what the sums give."""
+    lay = get_layout("ofa", 32, 1, 10)
+    space = SearchSpace(lay)
+    rng = random.Random(4)
+    configs = [space.sample(rng) for _ in range(20)]
+    fast = Pricer(lay, pointer_bytes=4, kernel_library="cmsis-nn")
+    expected = [fast(c) for c in configs]
+    assert min(fast._block_grain_masks) >= 0  # the sums are the usual path
+    fast._block_grain_masks = [-1, -1, -1]  # every piece is built: no new one resets this
+    for res in fast._resolutions.values():
+        res.tail_rest.clear()
+    assert [fast(c) for c in configs] == expected
+    assert all(rest == -1 for res in fast._resolutions.values() for rest in res.tail_rest.values())
 
 
 def test_figure5_png(tmp_path):

@@ -75,7 +75,8 @@ def main() -> None:
             if pricer.fits(cand, c.sram_budget_bytes, c.flash_budget_bytes):
                 pool.append(cand)
         if not pool:
-            print(f"| {kib:.0f} KiB | {measured(found.config) * 100:.2f}% | no random subnet fits in {tries:,} draws | "
+            why = "not drawn (--random 0)" if args.random == 0 else f"no random subnet fits in {tries:,} draws"
+            print(f"| {kib:.0f} KiB | {measured(found.config) * 100:.2f}% | {why} | "
                   f"{measured(found.config, 'test') * 100:.2f}% | — | 0 |", flush=True)
             continue
         scored = [(measured(x), i) for i, x in enumerate(pool)]

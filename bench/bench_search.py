@@ -20,7 +20,7 @@ import torch
 
 from moofa.analytic import Pricer
 from moofa.data import make_loaders
-from moofa.search import Constraints, evolution_search, load_search_setup
+from moofa.search import Constraints, UnreachableBudget, evolution_search, load_search_setup
 from moofa.train import evaluate_subnet
 from toolchain.targets import resolve_target
 
@@ -66,7 +66,12 @@ def main() -> None:
           f"best random: test top-1 | random that fit |\n|---:|---:|---:|---:|---:|---:|")
     for kib in (float(b) for b in args.budgets.split(",")):
         c = Constraints(int(kib * 1024), flash)
-        found = evolution_search(space, predictor, pricer, c, seed=0)
+        try:
+            found = evolution_search(space, predictor, pricer, c, seed=0)
+        except UnreachableBudget as e:
+            print(f"| {kib:.0f} KiB | no subnet fits: the smallest needs {e.smallest['arena_bytes']:,} B of arena "
+                  f"and {e.smallest['flash_bytes']:,} B of flash | — | — | — | 0 |", flush=True)
+            continue
         rng = random.Random(1)
         pool, tries = [], 0
         while len(pool) < args.random and tries < 200_000:  # tight budgets: few random subnets fit

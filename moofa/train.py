@@ -253,13 +253,13 @@ def build_supernet(meta: dict):
 
 
 # --- evaluation --------------------------------------------------------------------------------
-@torch.no_grad()
 def _batch(x: torch.Tensor, device) -> torch.Tensor:
     """A batch of images on ``device`` in channels-last order: convolutions (depthwise ones above
     all) run about twice as fast that way on CPU (bench/bench_train_step.py)."""
     return x.to(device, memory_format=torch.channels_last) if x.dim() == 4 else x.to(device)
 
 
+@torch.no_grad()
 def recalibrate_bn(net, loader, device) -> None:
     """Re-estimate batch-norm statistics of a (static) subnet on ``loader`` (OFA's
     set_running_statistics): cumulative averages over the images, then eval mode."""

@@ -83,7 +83,6 @@ threads on the same, busy machine the epoch took 8 s (thread contention on small
 from __future__ import annotations
 
 import dataclasses
-
 import gzip
 import math
 import pickle
@@ -786,8 +785,9 @@ def make_loaders(
 
     ``resolutions``: the elastic resolutions training samples per batch (default: the dataset's
     native one). ``crop_padding``: override the dataset's random-crop padding for training
-    (0 = flip only; short schedules learn faster without crops). ``distributed``: shard training across ``torch.distributed``'s ranks
-    (``rank``/``world_size`` override it, e.g. for tests); ``batch_size`` is per rank.
+    (0 = flip only; short schedules learn faster without crops). ``distributed``: shard
+    training across ``torch.distributed``'s ranks (``rank``/``world_size`` override it, e.g.
+    for tests); ``batch_size`` is per rank.
     """
     info, train_ds, test_ds = load_dataset(name, root)
     resolutions = tuple(resolutions) if resolutions is not None else (info.native_resolution,)

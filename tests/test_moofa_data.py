@@ -131,6 +131,24 @@ def test_idx_folder_loads_images_labels_and_stats(tmp_path, gz):
     assert info.crop_padding == 2 and info.hflip  # 16 // 8; clothes flip
 
 
+def test_crop_padding_override_gives_flip_only_training_batches(tmp_path):
+    """crop_padding=0: every training image is the original or its mirror, never shifted."""
+    from moofa.data import make_loaders
+
+    arrays = make_idx_folder(tmp_path / "fm", gz=False)
+    loaders = make_loaders("fashion-mnist", tmp_path / "fm", batch_size=8, val_size=16, crop_padding=0)
+    assert loaders.train.dataset.info.crop_padding == 0 and loaders.info.crop_padding == 2
+    plan = next(iter(loaders.train.sampler))
+    x, _ = next(iter(loaders.train))
+    info = loaders.info
+    pixels = np.round((x[:, 0].numpy() * info.std[0] + info.mean[0]) * 255).astype(int)
+    for got, i in zip(pixels, plan.indices):
+        original = arrays["train_x"][i].astype(int)
+        assert (got == original).all() or (got == original[:, ::-1]).all()
+    with pytest.raises(InputError, match="crop padding"):
+        make_loaders("fashion-mnist", tmp_path / "fm", batch_size=8, val_size=16, crop_padding=-1)
+
+
 def test_generic_idx_folder_does_not_flip_characters(tmp_path):
     make_idx_folder(tmp_path / "digits", gz=False)
     info, _, _ = load_dataset("mnist", tmp_path / "digits")

@@ -170,7 +170,8 @@ def measure_subnets(supernet_path: Path, n: int, seed: int = 0, val_images: int 
         try:
             saved = json.loads(partial.read_text())
             if saved.get("key") == key:
-                results = {int(i): float(a) for i, a in saved["results"].items() if int(i) in set(mine)}
+                own = set(mine)
+                results = {int(i): float(a) for i, a in saved["results"].items() if int(i) in own}
         except (ValueError, KeyError, AttributeError):
             results = {}  # unreadable leftovers: measure again
     last_save = time.monotonic()

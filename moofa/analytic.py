@@ -63,12 +63,13 @@ if TYPE_CHECKING:  # pragma: no cover
 # equal constants once, which only happens with untrained weights (below).
 QUANT_PARAM_BYTES_PER_CHANNEL = 12
 TENSOR_BYTES = 111
-MODEL_BYTES = 622
+MODEL_BYTES = 518
 
 # The names TFLiteConverter gives the tensors (TensorFlow 2.21, Keras 3) are 84-86 bytes on
 # average, 4-7% of a subnet's file: each names the Keras layers it was fused from, as
 # "functional_1/<layer scope>/<op>" joined with ";", where a layer's scope is its class name and
-# counter ("conv2d_44_1"; the first two of a class are "conv2d_1" and "conv2d_1_2"). A conv's bias
+# counter ("conv2d_44_1"; the first two of a class are "conv2d_1" and "conv2d_1_2"); the input is
+# "input" and the output "Identity" (toolchain.export converts a frozen graph function). A conv's bias
 # is "[<relu scope>/Relu;]<conv scope>/BiasAdd;<conv scope>/convolution;<conv scope>/Squeeze"
 # and its output the same + "1". Each name is predicted from the op that makes or reads the
 # tensor, with two-digit counters: the few layers numbered below 10 make the predictions 284
@@ -101,7 +102,7 @@ def _layer_op(scope: str, op: str) -> int:
 
 def tflite_name_lengths(graph: Graph) -> list[int]:
     """The predicted length of each tensor's name in the exported .tflite (see above)."""
-    lengths = [len("serving_default_input:0")] * len(graph.tensors)  # what no op makes: the input
+    lengths = [len("input")] * len(graph.tensors)  # what no op makes: the input
     for op in graph.ops:
         kind, inputs, outputs = op.kind, op.inputs, op.outputs
         if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
@@ -131,7 +132,7 @@ def tflite_name_lengths(graph: Graph) -> list[int]:
         elif kind == "FULLY_CONNECTED":
             lengths[inputs[1]] = len("functional_1/dense_1/MatMul")
             lengths[inputs[2]] = len("functional_1/dense_1/BiasAdd")
-            lengths[outputs[0]] = len("StatefulPartitionedCall_1:0")
+            lengths[outputs[0]] = len("Identity")
     return lengths
 
 

@@ -199,7 +199,7 @@ def _add_predictor(sub) -> None:
                                    "and save dataset and predictor next to the supernet. Runs across torchrun ranks.")
     p.add_argument("action", choices=("build",))
     p.add_argument("--supernet", default="moofa")
-    p.add_argument("--subnets", type=int, default=500, help="how many subnets to measure (default 500)")
+    p.add_argument("--subnets", type=int, default=500, help="how many subnets to measure (default 500); a larger number after an earlier build (same --seed and --val-images) measures only the new ones")
     p.add_argument("--val-images", type=int, default=None,
                    help="validation images per subnet (default: the whole validation split, 5,000 for the bundled presets; "
                         "fewer images make the predictor's targets noisier)")

@@ -174,6 +174,9 @@ def measure_subnets(supernet_path: Path, n: int, seed: int = 0, val_images: int 
                 results = {int(i): float(a) for i, a in saved["results"].items() if int(i) in own}
         except (ValueError, KeyError, AttributeError):
             results = {}  # unreadable leftovers: measure again
+    for i, acc in _dataset_measurements(dataset_path_for(supernet_path), key, configs).items():
+        if i in set(mine):
+            results.setdefault(i, acc)  # a larger --n grows the dataset instead of starting over
     last_save = time.monotonic()
     todo = [i for i in mine if i not in results]
     for j, i in enumerate(tqdm(todo, desc="measuring subnets on val", initial=len(mine) - len(todo), total=len(mine),
@@ -199,6 +202,22 @@ def predictor_path_for(supernet_path: Path) -> Path:
     return supernet_path.with_name(supernet_path.stem + ".predictor.pt")
 
 
+def dataset_path_for(supernet_path: Path) -> Path:
+    return supernet_path.with_name(supernet_path.stem + ".predictor-data.json")
+
+
+def _dataset_measurements(dataset: Path, key: dict, configs: list) -> dict[int, float]:
+    """Measurements in an earlier build's dataset that this build would repeat: same supernet,
+    seed and image count, and the same subnet at the same index (the sample sequence is seeded)."""
+    try:
+        data = json.loads(dataset.read_text())
+        if {k: data.get(k) for k in key} != key or data.get("split") != "val":
+            return {}
+        return {i: float(e["val_top1"]) for i, e in enumerate(data["subnets"][:len(configs)]) if e["config"] == configs[i].to_dict()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
 def build_predictor(supernet_spec: str, n: int = 500, seed: int = 0, val_images: int | None = None, data: str | None = None, progress: bool = True) -> dict:
     """``moofa predictor build``: measure, fit, save the dataset and the predictor next to the supernet."""
     from moofa.evaluate import resolve_supernet
@@ -213,9 +232,9 @@ def build_predictor(supernet_spec: str, n: int = 500, seed: int = 0, val_images:
     digest = supernet_digest(path)
     predictor.meta = {"supernet": path.name, "supernet_sha256_16": digest, "n": n, "seed": seed, "val_images": val_images,
                       "hidden": 400, "layers": 3, **report}
-    dataset = path.with_name(path.stem + ".predictor-data.json")
+    dataset = dataset_path_for(path)
     tmp = dataset.with_name(dataset.name + ".tmp")
-    tmp.write_text(json.dumps({"supernet_sha256_16": digest, "split": "val", "subnets": [
+    tmp.write_text(json.dumps({"supernet_sha256_16": digest, "split": "val", "seed": seed, "val_images": val_images, "subnets": [
         {"config": c.to_dict(), "val_top1": a} for c, a in zip(configs, accs)]}))
     tmp.replace(dataset)
     out = predictor_path_for(path)

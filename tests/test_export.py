@@ -10,7 +10,7 @@ nn = torch.nn
 F = torch.nn.functional
 
 from toolchain.errors import InputError  # noqa: E402
-from toolchain.export import _same_padding, export_int8  # noqa: E402
+from toolchain.export import _same_padding, export_int8, export_onnx  # noqa: E402
 from toolchain.memory import estimate_arena  # noqa: E402
 from toolchain.tflite_reader import read_model  # noqa: E402
 from toolchain.tflm_measure import measure  # noqa: E402
@@ -122,3 +122,55 @@ def test_unsupported_layers_are_named(tmp_path):
     with pytest.raises(InputError, match="upsample|interpolate"):
         export_int8(Odd(), np.zeros((2, 1, 8, 8), np.float32), tmp_path / "odd.tflite")
     assert not (tmp_path / "odd.tflite").exists()
+
+
+def test_onnx_export_matches_torch_with_the_tflite_graph_shape(exported, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    net, images, _ = exported
+    result = export_onnx(net, images[:4], tmp_path / "tiny.onnx")
+    model = onnx.load(str(result.path))
+    onnx.checker.check_model(model, full_check=True)
+    kinds = [n.op_type for n in model.graph.node]
+    # batch-norm folded, TF-SAME F.pad folded into the convolutions' pads: the stem's (0, 1, 0, 1)
+    # pad is SAME for a 3x3 stride-2 conv on 32x32, so no Pad node at all
+    assert "BatchNormalization" not in kinds and "Pad" not in kinds
+    assert kinds.count("Conv") == 1 + 3 * 3 + 2 * 2 and kinds.count("Gemm") == 1
+    assert [i.name for i in model.graph.input] == ["input"] and [o.name for o in model.graph.output] == ["logits"]
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    got = np.concatenate([session.run(None, {"input": x[None]})[0] for x in images[:16]])
+    with torch.no_grad():
+        expected = net(torch.from_numpy(images[:16])).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+    again = export_onnx(net, images[:4], tmp_path / "again.onnx")
+    assert again.path.read_bytes() == result.path.read_bytes()
+
+
+def test_onnx_export_keeps_a_pad_that_is_not_same(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+
+    class Padded(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3, 2)
+
+        def forward(self, x):
+            y = F.pad(x, (2, 0, 1, 0))  # not TF's SAME for this conv: becomes the Conv's pads
+            return F.relu6(self.conv(y) * 0.5 + 1.0).mean((2, 3))
+
+    net = Padded().eval()
+    x = np.random.default_rng(1).standard_normal((3, 1, 9, 9)).astype(np.float32)
+    result = export_onnx(net, x, tmp_path / "p.onnx")
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    got = np.concatenate([session.run(None, {"input": s[None]})[0] for s in x])
+    np.testing.assert_allclose(got, net(torch.from_numpy(x)).detach().numpy(), atol=1e-5)
+
+
+def test_onnx_export_names_unsupported_layers(tmp_path):
+    class Odd(nn.Module):
+        def forward(self, x):
+            return torch.tanh(x)
+
+    with pytest.raises(InputError, match="tanh"):
+        export_onnx(Odd(), np.zeros((1, 1, 4, 4), np.float32), tmp_path / "odd.onnx")
+    assert not (tmp_path / "odd.onnx").exists()

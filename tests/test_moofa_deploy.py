@@ -54,6 +54,30 @@ def test_predictor_measurements_resume_after_a_kill(tiny_supernet):
         leftover.unlink()
 
 
+def test_a_larger_build_grows_the_dataset(tiny_supernet):
+    """`moofa predictor build --subnets 14` after a 12-subnet build measures only the 2 new
+    subnets: the dataset's measurements (same supernet, seed, images) are reused by index."""
+    from moofa.search import dataset_path_for, measure_subnets
+
+    path, root, report = tiny_supernet
+    dataset = dataset_path_for(path)
+    original = dataset.read_text()
+    data = json.loads(original)
+    assert (data["seed"], data["val_images"]) == (0, 32)
+    data["subnets"][3]["val_top1"] = 0.777  # a marker: reused, never measured as such
+    dataset.write_text(json.dumps(data))
+    try:
+        _, _, configs, accs, _ = measure_subnets(path, 14, seed=0, val_images=32, data=str(root), progress=False)
+        assert accs[:12] == [e["val_top1"] for e in data["subnets"]] and accs[3] == 0.777
+        assert [c.to_dict() for c in configs[:12]] == [e["config"] for e in data["subnets"]]
+        _, _, _, other, _ = measure_subnets(path, 4, seed=0, val_images=16, data=str(root), progress=False)
+        assert other[3] != 0.777  # other images: measured again
+    finally:
+        dataset.write_text(original)
+        for leftover in path.parent.glob("*.predictor-partial.*.json"):
+            leftover.unlink()
+
+
 def test_deploy_supernet_end_to_end_and_reproducible(tiny_supernet, tmp_path):
     from moofa.deploy import deploy_supernet
 

@@ -4,7 +4,7 @@
 
 1. Extract a subnet of the bundled supernet (BN recalibrated) and score its float top-1 on the
    Fashion-MNIST test set.
-2. Write it as ONNX (`toolchain.export.export_onnx`, the dynamo exporter; timed).
+2. Write it as ONNX (`toolchain.export.export_onnx`: BN folded, SAME pads in the Conv nodes; timed).
 3. Run `moofa-deploy --model subnet.onnx --target B --json` without --calibration, so the model
    (a 1x28x28 input) is calibrated on Fashion-MNIST training images by default (timed: the whole
    command, and the conversion alone as the command reports it).
@@ -68,7 +68,7 @@ def main() -> None:
 
     c = s["conversion"]
     print(f"subnet: {config.to_string()}")
-    print(f"ONNX export (dynamo): {export_s:.1f} s, {onnx.model_bytes:,} B, onnxruntime vs torch {onnx.max_abs_diff:.2g}")
+    print(f"ONNX export: {export_s:.1f} s, {onnx.model_bytes:,} B, onnxruntime vs torch {onnx.max_abs_diff:.2g}")
     print(f"moofa-deploy --model subnet.onnx --target {args.target}: {deploy_s:.1f} s wall, exit {r.returncode}; "
           f"conversion {c['seconds']:.1f} s ({c['converter']})")
     print(f"  input {c['onnx_input_shape']} -> {c['tflite_input_shape']}; float graph vs onnxruntime {c['float_max_abs_diff']:.2g}; "

@@ -59,7 +59,7 @@ def test_a_larger_build_grows_the_dataset(tiny_supernet):
     subnets: the dataset's measurements (same supernet, seed, images) are reused by index."""
     from moofa.search import dataset_path_for, measure_subnets
 
-    path, root, report = tiny_supernet
+    path, root, _ = tiny_supernet
     dataset = dataset_path_for(path)
     original = dataset.read_text()
     data = json.loads(original)

@@ -117,3 +117,32 @@ def test_sweep_writes_a_table_and_plot_and_reports_unreachable_budgets(tiny_supe
     assert [r["fits"] for r in rows] == [False, True, True]
     assert rows[1]["arena_bytes"] <= 512 * 1024 and rows[0]["smallest_arena_bytes"] > 1024
     assert Path(out + ".png").stat().st_size > 0 and "does not fit" in Path(out + ".md").read_text()
+
+
+def test_int8_process_reports_failures_as_one_line(tmp_path):
+    """The int8 half of the deploy runs in a second process: an export error comes back as the
+    same one-line InputError as in-process, and a process that dies is reported, not waited on."""
+    import numpy as np
+    import torch
+
+    from moofa.deploy import _Int8Process
+    from toolchain.errors import InputError
+
+    worker = _Int8Process()
+    try:
+        net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Tanh()).eval()
+        x = np.zeros((2, 1, 8, 8), np.float32)
+        worker.submit(net, x, tmp_path / "x.tflite", x, np.zeros(2, np.int64))
+        with pytest.raises(InputError, match="tanh"):
+            worker.receive("exported")
+    finally:
+        worker.close()
+    assert not (tmp_path / "x.tflite").exists() and not worker.proc.is_alive()
+
+    dead = _Int8Process()
+    try:
+        dead.proc.kill()
+        with pytest.raises(InputError, match="ended without a result"):
+            dead.receive("exported")
+    finally:
+        dead.close()

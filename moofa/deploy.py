@@ -67,6 +67,9 @@ def int8_top1(model_path: Path, loader) -> float:
     return correct / max(total, 1)
 
 
+STAGED_NAME = "exported.tflite"  # the int8 export before the offline plan; becomes model.tflite
+
+
 class _Int8Process:
     """The TensorFlow half of a supernet deploy, in a second process.
 
@@ -157,12 +160,16 @@ def deploy_supernet(supernet_spec: str, target, out_dir: Path, seed: int = 0, da
                     generations: int = 500, calibration_images: int = 256, cross_check_steps: int = 2) -> dict:
     """The whole pipeline; returns the deploy summary (``toolchain.deploy.DeployResult``) plus accuracy."""
     say = progress or (lambda msg: None)
+    threads = torch.get_num_threads()
     worker = _Int8Process()
     try:
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))  # the int8 process has a core
         return _deploy_supernet(worker, supernet_spec, target, out_dir, seed, data, sram_kb, flash_kb, say, generations,
                                 calibration_images, cross_check_steps)
     finally:
         worker.close()
+        torch.set_num_threads(threads)
+        (out_dir / STAGED_NAME).unlink(missing_ok=True)  # the int8 process's file, also after a failure
 
 
 def _deploy_supernet(worker: _Int8Process, supernet_spec, target, out_dir: Path, seed, data, sram_kb, flash_kb, say, generations,
@@ -182,7 +189,6 @@ def _deploy_supernet(worker: _Int8Process, supernet_spec, target, out_dir: Path,
 
     timings = {}
     t = time.perf_counter()
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))  # the int8 process has a core
     setup = load_search_setup(supernet_spec)
     path, net, meta, space, predictor = setup.path, setup.net, setup.meta, setup.space, setup.predictor
     sram, flash = budgets_for(target, sram_kb, flash_kb)
@@ -205,7 +211,7 @@ def _deploy_supernet(worker: _Int8Process, supernet_spec, target, out_dir: Path,
 
     t = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
-    staged = out_dir / "exported.tflite"
+    staged = out_dir / STAGED_NAME
     calib = torch.cat([x for x, _ in loaders.eval_loader("train", res, batch_size=calibration_images, max_images=calibration_images)]).numpy()
     test = list(loaders.eval_loader("test", res, batch_size=500))
     test_x, test_y = torch.cat([x for x, _ in test]).numpy(), torch.cat([y for _, y in test]).numpy()

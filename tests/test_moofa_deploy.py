@@ -97,7 +97,9 @@ def test_deploy_supernet_end_to_end_and_reproducible(tiny_supernet, tmp_path):
 
     onnx.checker.check_model(onnx.load(str(tmp_path / "a" / "model.onnx")), full_check=True)
     assert a["files"]["model.onnx"] == str(tmp_path / "a" / "model.onnx") and a["onnx"]["onnxruntime_vs_torch_max_abs_diff"] < 1e-3
-    assert "`model.onnx`" in (tmp_path / "a" / "report.md").read_text()
+    report = (tmp_path / "a" / "report.md").read_text()
+    assert "`model.onnx`" in report
+    assert f"| int8 top-1 on the test set (LiteRT built-in int8 kernels) | {acc['int8_top1'] * 100:.2f}% |" in report
     deploy_supernet(str(path), target, tmp_path / "b", data=str(root), generations=15)
     assert (tmp_path / "a" / "model.tflite").read_bytes() == (tmp_path / "b" / "model.tflite").read_bytes()
     assert (tmp_path / "a" / "model.onnx").read_bytes() == (tmp_path / "b" / "model.onnx").read_bytes()

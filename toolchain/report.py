@@ -98,7 +98,7 @@ def write_report(d, path: Path) -> Path:
             f"int8 (dequantized) vs onnxruntime max |diff| {c['int8_max_abs_diff']:.3g} (outputs reach {c['output_abs_max']:.3g}){agree}.",
         ]
     if d.accuracy:
-        lines += ["", "## Accuracy", ""] + [f"- {k}: {v}" for k, v in d.accuracy.items()]
+        lines += ["", "## Accuracy", ""] + _accuracy_lines(d.accuracy)
     lines += [
         "",
         "## Ops",
@@ -125,3 +125,27 @@ def write_report(d, path: Path) -> Path:
     from toolchain.files import write_atomically
 
     return write_atomically(path, "\n".join(lines))
+
+
+_ACCURACY_LABELS = {
+    "float_top1": "float top-1 on the test set (PyTorch)",
+    "int8_top1": "int8 top-1 on the test set (LiteRT built-in int8 kernels)",
+    "val_top1": "float top-1 on the validation split (what the search optimised)",
+    "predicted_val_top1": "validation top-1 the accuracy predictor expected",
+}
+
+
+def _accuracy_lines(acc: dict) -> list[str]:
+    """The accuracy block as a table: fractions as percentages, known keys in words."""
+    rows = ["| | |", "|---|---:|"]
+    for key, value in acc.items():
+        if key in _ACCURACY_LABELS and isinstance(value, (int, float)):
+            rows.append(f"| {_ACCURACY_LABELS[key]} | {value * 100:.2f}% |")
+        elif key == "loss_pt":
+            rows.append(f"| int8 loss (float − int8) | {value:.2f} pt |")
+        elif key == "test_images":
+            rows.append(f"| test images | {value:,} |")
+        else:
+            rows.append(f"| {key} | {value} |")
+    return rows
+

@@ -45,7 +45,27 @@ def tf_quiet(load_triton: bool = True):
 
 
 def quietly(fn):
-    """Run ``fn`` with Python warnings and stdout banners (Keras' export messages) silenced."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    """Run ``fn`` with Python warnings, stdout banners (Keras' export messages) and the C++
+    converter's own lines on file descriptor 2 ("fully_quantize: 0, inference_type: 6, ...")
+    silenced. Errors still arrive as Python exceptions with their messages."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _silenced_fd(2):
         warnings.simplefilter("ignore")
         return fn()
+
+
+@contextlib.contextmanager
+def _silenced_fd(fd: int):
+    try:
+        sys.stderr.flush()
+        saved = os.dup(fd)
+    except (OSError, ValueError, AttributeError):
+        yield  # no such descriptor (an embedding host): nothing to silence
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)

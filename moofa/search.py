@@ -165,17 +165,17 @@ def measure_subnets(supernet_path: Path, n: int, seed: int = 0, val_images: int 
     mine = list(range(rank, n, world))
     partial = supernet_path.with_name(f"{supernet_path.stem}.predictor-partial.{rank}.json")
     key = {"supernet_sha256_16": supernet_digest(supernet_path), "seed": seed, "val_images": val_images}
+    own = set(mine)
     results: dict[int, float] = {}
     if partial.is_file():
         try:
             saved = json.loads(partial.read_text())
             if saved.get("key") == key:
-                own = set(mine)
                 results = {int(i): float(a) for i, a in saved["results"].items() if int(i) in own}
         except (ValueError, KeyError, AttributeError):
             results = {}  # unreadable leftovers: measure again
     for i, acc in _dataset_measurements(dataset_path_for(supernet_path), key, configs).items():
-        if i in set(mine):
+        if i in own:
             results.setdefault(i, acc)  # a larger --n grows the dataset instead of starting over
     last_save = time.monotonic()
     todo = [i for i in mine if i not in results]

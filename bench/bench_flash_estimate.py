@@ -2,13 +2,13 @@
 
     python bench/bench_flash_estimate.py [--out DIR] [--fit]
 
-Exports 12 subnets with toolchain.export.export_int8 -- four of the bundled trained Fashion-MNIST
+Exports 12 subnets with toolchain.convert.export.export_int8 -- four of the bundled trained Fashion-MNIST
 supernet (smallest, largest, two random), and the largest and a random subnet of four more
 layouts (OFA and MOOFA, 32x32 to 96x96, 10 to 1000 classes) whose BN statistics are set to
 random non-zero values, as training leaves them -- plus one untrained subnet (zero BN-folded
-biases), and prints each file's size next to :func:`moofa.analytic.flash_estimate`. Exports
+biases), and prints each file's size next to :func:`moofa.cost.flash.flash_estimate`. Exports
 already in ``--out`` are reused. ``--fit`` prints the least-squares TENSOR_BYTES and MODEL_BYTES
-over the trained-like subnets (how moofa.analytic's constants were obtained). About five minutes
+over the trained-like subnets (how moofa.cost.flash's constants were obtained). About five minutes
 on the 2-core build machine.
 """
 
@@ -22,17 +22,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import toolchain._tf  # noqa: E402,F401  (TensorFlow after Triton, see toolchain/_tf.py)
+import toolchain.runtime.tf  # noqa: E402,F401  (TensorFlow after Triton, see toolchain/runtime/tf.py)
 
 
 def subnets():
     """(label, layout, module, config, input channels)."""
     import torch
 
-    from moofa.evaluate import load_supernet
-    from moofa.layouts import get_layout
-    from moofa.space import SearchSpace, SubnetConfig
-    from moofa.supernet import Supernet
+    from moofa.arch.catalog import get_layout
+    from moofa.arch.space import SearchSpace, SubnetConfig
+    from moofa.nn.supernet import Supernet
+    from moofa.train.evaluate import load_supernet
 
     net, meta = load_supernet("moofa")
     space = SearchSpace(net.layout, resolutions=tuple(meta["resolutions"]))
@@ -61,8 +61,9 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from moofa.analytic import MODEL_BYTES, TENSOR_BYTES, flash_estimate, subnet_graph
-    from toolchain.export import export_int8
+    from moofa.cost.flash import MODEL_BYTES, TENSOR_BYTES, flash_estimate
+    from moofa.cost.lowering import subnet_graph
+    from toolchain.convert.export import export_int8
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=None, help="keep the exports here (default: a temporary folder)")
@@ -93,7 +94,7 @@ def main() -> None:
         whole = round(per_tensor)
         rest = round(float(np.mean(rows[:, 0] - rows[:, 1] - whole * rows[:, 2])))
         print(f"least squares: {per_tensor:.2f} B per tensor + {constant:.0f} B; with {whole} B per tensor, + {rest} B "
-              f"(moofa.analytic: TENSOR_BYTES = {TENSOR_BYTES}, MODEL_BYTES = {MODEL_BYTES})")
+              f"(moofa.cost.flash: TENSOR_BYTES = {TENSOR_BYTES}, MODEL_BYTES = {MODEL_BYTES})")
 
 
 if __name__ == "__main__":

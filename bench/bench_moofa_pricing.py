@@ -4,7 +4,7 @@
                                         [--kernel-library cmsis-nn] [--pointer-bytes 4]
                                         [-n 20000] [--repeat 3] [--check 300]
 
-Prints evaluations per CPU-second of :class:`moofa.analytic.Pricer` (full cost: the exact TFLM
+Prints evaluations per CPU-second of :class:`moofa.cost.pricer.Pricer` (full cost: the exact TFLM
 greedy head with the kernel library's scratch, the persistent tail, flash, MACs, parameters):
 
 - fresh random subnets, from a new ``Pricer`` (cold caches: every piece, stage and boundary
@@ -16,7 +16,7 @@ greedy head with the kernel library's scratch, the persistent tail, flash, MACs,
 
 Each figure is the median of ``--repeat`` runs (each on a new ``Pricer``), with the slowest and
 fastest run, since the build machine's cores are shared. ``--check`` subnets of the random
-stream are also priced the slow way (graph + ``toolchain.memory.estimate_arena``, the planner
+stream are also priced the slow way (graph + ``toolchain.memory.estimate.estimate_arena``, the planner
 itself) and must be identical; for comparison, the rates of that reference path and of the
 memory logger (hooks on a real PyTorch subnet) follow, with the speed-up ratios.
 """
@@ -33,9 +33,9 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from moofa.analytic import Pricer, price  # noqa: E402
-from moofa.layouts import get_layout  # noqa: E402
-from moofa.space import SearchSpace  # noqa: E402
+from moofa.arch.catalog import get_layout  # noqa: E402
+from moofa.arch.space import SearchSpace  # noqa: E402
+from moofa.cost.pricer import Pricer, price  # noqa: E402
 
 
 def rate(fn, items) -> float:
@@ -113,9 +113,9 @@ def main() -> None:
     try:
         import torch
 
-        from moofa.blocks import subnet_spec
-        from moofa.memlog import log_subnet
-        from moofa.supernet import Subnet
+        from moofa.arch.blocks import subnet_spec
+        from moofa.nn.memlog import log_subnet
+        from moofa.nn.supernet import Subnet
 
         torch.set_num_threads(1)
         logger = rate(lambda c: log_subnet(Subnet(subnet_spec(layout, c))), sample[:10])

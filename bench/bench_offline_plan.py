@@ -31,11 +31,22 @@ sys.path.insert(0, str(REPO / "tests"))
 import corpus  # noqa: E402
 import plan_corpus  # noqa: E402
 
-from toolchain.offline_plan import Packing, exact_packing, heuristic_packing, plan_model  # noqa: E402
-from toolchain.planner import Buffer, greedy_offsets, head_bytes, live_profile, plan_graph  # noqa: E402
-from toolchain.scratch import scratch_requests  # noqa: E402
-from toolchain.tflite_reader import read_model  # noqa: E402
-from toolchain.tflm_measure import measure  # noqa: E402
+from toolchain.memory.offline_plan import (  # noqa: E402
+    Packing,
+    exact_packing,
+    heuristic_packing,
+    plan_model,
+)
+from toolchain.memory.planner import (  # noqa: E402
+    Buffer,
+    greedy_offsets,
+    head_bytes,
+    live_profile,
+    plan_graph,
+)
+from toolchain.memory.scratch import scratch_requests  # noqa: E402
+from toolchain.runtime.tflm import measure  # noqa: E402
+from toolchain.tflite.reader import read_model  # noqa: E402
 
 SECTION = "## Offline arena plans (`moofa plan`)"
 COMMAND = "python bench/bench_offline_plan.py --update-docs"

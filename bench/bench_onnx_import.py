@@ -4,7 +4,7 @@
 
 1. Extract a subnet of the bundled supernet (BN recalibrated) and score its float top-1 on the
    Fashion-MNIST test set.
-2. Write it as ONNX (`toolchain.export.export_onnx`: BN folded, SAME pads in the Conv nodes; timed).
+2. Write it as ONNX (`toolchain.convert.export.export_onnx`: BN folded, SAME pads in the Conv nodes; timed).
 3. Run `moofa-deploy --model subnet.onnx --target B --json` without --calibration, so the model
    (a 1x28x28 input) is calibrated on Fashion-MNIST training images by default (timed: the whole
    command, and the conversion alone as the command reports it).
@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 
-from moofa.data import make_loaders
+from moofa.arch.space import SubnetConfig
 from moofa.deploy import int8_top1
-from moofa.search import load_search_setup
-from moofa.space import SubnetConfig
-from moofa.train import evaluate_subnet, top1
-from toolchain.export import export_onnx
+from moofa.search.predictor import load_search_setup
+from moofa.train.data import make_loaders
+from moofa.train.loop import evaluate_subnet, top1
+from toolchain.convert.export import export_onnx
 
 
 def main() -> None:

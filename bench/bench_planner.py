@@ -4,7 +4,7 @@ Two kinds of input:
 
 - synthetic MobileNet-like int8 chains (stem conv, inverted-residual blocks of 1x1 expand,
   3x3 depthwise, 1x1 project and a residual ADD, stride-2 blocks without the ADD, then
-  MEAN -> FULLY_CONNECTED -> SOFTMAX), built directly with :mod:`toolchain.graph` at a chosen
+  MEAN -> FULLY_CONNECTED -> SOFTMAX), built directly with :mod:`toolchain.ir.graph` at a chosen
   op count, to show how the planner scales;
 - the 11 corpus models of ``tests/corpus.py`` (built and cached on first use), read from their
   ``.tflite`` files, to show what ``moofa verify`` pays per model.
@@ -27,10 +27,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
-from toolchain.graph import Graph, Tensor  # noqa: E402
-from toolchain.memory import estimate_arena  # noqa: E402
-from toolchain.planner import arena_buffers, plan_graph  # noqa: E402
-from toolchain.tflite_reader import read_model  # noqa: E402
+from toolchain.ir.graph import Graph, Tensor  # noqa: E402
+from toolchain.memory.estimate import estimate_arena  # noqa: E402
+from toolchain.memory.planner import arena_buffers, plan_graph  # noqa: E402
+from toolchain.tflite.reader import read_model  # noqa: E402
 
 # Synthetic network shape: input resolution and the channel plan of MobileNetV2-ish stages.
 INPUT_RESOLUTION = 96

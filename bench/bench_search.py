@@ -18,11 +18,16 @@ import time
 
 import torch
 
-from moofa.analytic import Pricer
-from moofa.data import make_loaders
-from moofa.search import Constraints, UnreachableBudget, evolution_search, load_search_setup
-from moofa.train import evaluate_subnet
-from toolchain.targets import resolve_target
+from moofa.cost.pricer import Pricer
+from moofa.search.predictor import (
+    Constraints,
+    UnreachableBudget,
+    evolution_search,
+    load_search_setup,
+)
+from moofa.train.data import make_loaders
+from moofa.train.loop import evaluate_subnet
+from toolchain.boards.targets import resolve_target
 
 
 def main() -> None:

@@ -16,11 +16,11 @@ import time
 
 import torch
 
-from moofa.analytic import params_macs
-from moofa.blocks import subnet_spec
-from moofa.data import make_loaders
-from moofa.evaluate import load_supernet, trained_space
-from moofa.train import evaluate_subnet
+from moofa.arch.blocks import subnet_spec
+from moofa.cost.params import params_macs
+from moofa.train.data import make_loaders
+from moofa.train.evaluate import load_supernet, trained_space
+from moofa.train.loop import evaluate_subnet
 
 
 def main() -> None:

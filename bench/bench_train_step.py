@@ -19,8 +19,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from moofa.layouts import get_layout
-from moofa.supernet import Supernet
+from moofa.arch.catalog import get_layout
+from moofa.nn.supernet import Supernet
 
 
 def step_time(model, x, y, steps: int) -> float:

@@ -29,7 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
-from toolchain.targets import resolve_targets  # noqa: E402
+from toolchain.boards.targets import resolve_targets  # noqa: E402
 from toolchain.verify import verify_model  # noqa: E402
 
 CLI_RUNS = 3  # subprocess runs per model for the predicted-only median

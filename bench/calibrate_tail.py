@@ -1,11 +1,11 @@
-"""Where the per-op tail figures in ``toolchain/persistent.py`` come from, reproducibly.
+"""Where the per-op tail figures in ``toolchain/memory/persistent.py`` come from, reproducibly.
 
 Each model below is a tiny TFLite file built the ordinary way (Keras or ``tf.function`` +
 ``tf.lite.TFLiteConverter``; full int8 with int8 input/output unless its builder says otherwise)
 that isolates one op kind, or repeats it three times so that the alignment padding between
 consecutive allocations shows. Every model is run once on the real TFLM interpreter
-(:func:`toolchain.tflm_measure.measure`, the host build's recording allocator) and compared with
-:func:`toolchain.memory.estimate_arena`. The script exits 1 if any head or tail differs.
+(:func:`toolchain.runtime.tflm.measure`, the host build's recording allocator) and compared with
+:func:`toolchain.memory.estimate.estimate_arena`. The script exits 1 if any head or tail differs.
 
 Deriving a figure for a new op kind: add a builder, run ``--only NAME``, and read the
 ``PB - ptrs`` column: the 'Persistent buffer data' bytes TFLM was asked for, minus the graph's
@@ -44,9 +44,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is first
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from toolchain.memory import estimate_arena  # noqa: E402
-from toolchain.tflite_reader import read_model  # noqa: E402
-from toolchain.tflm_measure import measure  # noqa: E402
+from toolchain.memory.estimate import estimate_arena  # noqa: E402
+from toolchain.runtime.tflm import measure  # noqa: E402
+from toolchain.tflite.reader import read_model  # noqa: E402
 
 HOST_POINTER_BYTES = 8  # the tflite-micro package is a 64-bit host build
 CALIBRATION_SAMPLES = 8  # representative inputs for the int8 activation ranges
@@ -598,7 +598,7 @@ def calibrate(name: str, path: Path) -> dict:
     predicted = estimate_arena(graph)
     pointer_array_bytes = HOST_POINTER_BYTES * (len(graph.inputs) + len(graph.outputs))
     persistent_requested = measured.tail_by_kind.get("Persistent buffer data", {}).get("requested_bytes", 0)
-    ok = (predicted.arena_head_bytes, predicted.arena_tail_bytes) == (measured.arena_head_bytes, measured.arena_tail_bytes)
+    ok = measured.agrees_with(predicted)
     return {
         "model": name,
         "ops": [op.kind for op in graph.ops],

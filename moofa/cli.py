@@ -1,7 +1,7 @@
 """The ``moofa`` and ``moofa-deploy`` commands.
 
 Thin by design: parse flags, call library functions, print, set the exit code. Exit codes are a
-contract (ARCHITECTURE.md): 0 success / fits, 1 ran fine but the model does not fit, 2 bad input
+contract (docs/ARCHITECTURE.md): 0 success / fits, 1 ran fine but the model does not fit, 2 bad input
 or usage, reported in one line on stderr (a traceback only with ``--debug``). Heavy imports
 (TensorFlow, torch) happen inside the subcommand that needs them, so ``moofa verify`` starts fast.
 """
@@ -12,6 +12,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from toolchain.memory.scratch import KERNEL_LIBRARIES  # plain data, no heavy imports
 
 EXIT_OK, EXIT_DOES_NOT_FIT, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -58,7 +60,7 @@ def _add_verify(sub) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--target", "-t", help="board name, alias or .toml path; several separated by commas")
     g.add_argument("--all-targets", action="store_true", help="check every board in the database")
-    p.add_argument("--json", action="store_true", help="print one JSON object (keys as in ARCHITECTURE.md)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (keys as in docs/ARCHITECTURE.md)")
     p.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report, one test case per board")
     p.add_argument(
         "--measure",
@@ -107,7 +109,7 @@ def _add_plan(sub) -> None:
     p.add_argument("--exact", action="store_true", help="also run OR-Tools CP-SAT to prove (or find) the optimum")
     p.add_argument("--time-limit", type=float, default=10.0, help="seconds for --exact (default 10)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--kernel-library", choices=("reference", "cmsis-nn", "esp-nn"), default=None,
+    g.add_argument("--kernel-library", choices=tuple(KERNEL_LIBRARIES), default=None,
                    help="leave room for this kernel library's scratch buffers (default reference)")
     g.add_argument("--target", "-t", help="take the kernel library from this board")
     p.add_argument("--json", action="store_true")
@@ -226,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_targets(args) -> int:
-    from toolchain.targets import all_targets
+    from toolchain.boards.targets import all_targets
 
     targets = all_targets()
     if args.json:
@@ -243,7 +245,7 @@ def _cmd_targets(args) -> int:
 
 
 def _cmd_verify(args) -> int:
-    from toolchain.targets import all_targets, resolve_targets
+    from toolchain.boards.targets import all_targets, resolve_targets
     from toolchain.verify import format_table, junit_xml, verify_model
 
     targets = all_targets() if args.all_targets else resolve_targets(args.target)
@@ -260,7 +262,7 @@ def _cmd_verify(args) -> int:
 
 
 def _cmd_layout(args) -> int:
-    from moofa.layouts import layout_command
+    from moofa.arch.catalog import layout_command
 
     flash = int(args.flash_budget * 1024) if args.flash_budget is not None else None
     print(layout_command(args.name, args.resolution, args.channels, args.memory, args.json, args.num_classes, flash))
@@ -268,11 +270,15 @@ def _cmd_layout(args) -> int:
 
 
 def _cmd_plan(args) -> int:
-    from toolchain.offline_plan import default_out_path, format_plan_result, plan_model
+    from toolchain.memory.offline_plan import (
+        default_out_path,
+        format_plan_result,
+        plan_model,
+    )
 
     library = args.kernel_library or "reference"
     if args.target:
-        from toolchain.targets import resolve_target
+        from toolchain.boards.targets import resolve_target
 
         library = resolve_target(args.target).kernel_library
     out = Path(args.out) if args.out else default_out_path(args.model)
@@ -282,7 +288,7 @@ def _cmd_plan(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from moofa.train import load_preset, train
+    from moofa.train.loop import load_preset, train
 
     preset = load_preset(args.preset)
     out = Path(args.out or f"runs/{args.layout}-{preset.name}")
@@ -297,7 +303,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from moofa.evaluate import evaluate_command
+    from moofa.train.evaluate import evaluate_command
 
     result = evaluate_command(args.supernet, args.subnet, resolution=args.resolution, data=args.data, split=args.split, seed=args.seed)
     if args.json:
@@ -309,7 +315,7 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_predictor(args) -> int:
-    from moofa.search import build_predictor
+    from moofa.search.predictor import build_predictor
 
     report = build_predictor(args.supernet, args.subnets, args.seed, args.val_images, args.data, progress=not args.json)
     if report:
@@ -320,13 +326,13 @@ def _cmd_predictor(args) -> int:
 
 
 def _cmd_search(args) -> int:
-    from moofa.search_cli import run_search
+    from moofa.search.run import run_search
 
     return run_search(args)
 
 
 def _cmd_sweep(args) -> int:
-    from moofa.search_cli import run_sweep
+    from moofa.search.run import run_sweep
 
     return run_sweep(args)
 
@@ -392,8 +398,8 @@ most accurate subnet that fits, exports it to int8, and reports float and int8 t
 
 
 def _cmd_deploy(args) -> int:
+    from toolchain.boards.targets import resolve_target
     from toolchain.errors import InputError
-    from toolchain.targets import resolve_target
 
     if args.cross_check_steps < 0:
         raise InputError(f"--cross-check-steps {args.cross_check_steps}: must be 0 or more")
@@ -403,27 +409,30 @@ def _cmd_deploy(args) -> int:
     if not model.is_file():
         raise InputError(f"{model}: no such file")
     target = resolve_target(args.target)
-    from toolchain.deploy import deploy_tflite, summary_json
-
-    labels = [x for x in args.labels.split(",")] if args.labels else None
-    say = (lambda msg: None) if args.json else (lambda msg: print(f"[moofa-deploy] {msg}", file=sys.stderr, flush=True))
-    if model.suffix.lower() == ".onnx":
-        result = _deploy_onnx(args, model, target, labels, say)
-    else:
+    if model.suffix.lower() != ".onnx":
         if args.calibration:
             raise InputError("--calibration is for .onnx models (a .tflite model is already quantized)")
-        from toolchain.tflite_reader import read_model
+        from toolchain.tflite.reader import read_model
 
-        read_model(model)  # reject a bad model before anything is written or printed
-        result = deploy_tflite(model, target, Path(args.out), labels=labels, samples=args.samples, progress=say,
-                               cross_check_steps=args.cross_check_steps)
+        read_model(model)  # reject a bad model before anything heavy is imported, written or printed
+    from toolchain.deploy.pipeline import DeployOptions, deploy_tflite, summary_json
+
+    options = DeployOptions(labels=args.labels.split(",") if args.labels else None, samples=args.samples,
+                            cross_check_steps=args.cross_check_steps)
+    say = (lambda msg: None) if args.json else (lambda msg: print(f"[moofa-deploy] {msg}", file=sys.stderr, flush=True))
+    if model.suffix.lower() == ".onnx":
+        from moofa.deploy_onnx import deploy_onnx
+
+        result = deploy_onnx(model, target, Path(args.out), args.calibration, args.data, options, progress=say)
+    else:
+        result = deploy_tflite(model, target, Path(args.out), options, progress=say)
     if args.json:
         print(summary_json(result))
     else:
         from toolchain.verify import format_table
 
         print(format_table(result.verification))
-        print(f"  TFLM vs LiteRT outputs on {result.cross_check_samples} inputs: {result.cross_check_text()}")
+        print(f"  TFLM vs LiteRT outputs on {result.cross_check.samples} inputs: {result.cross_check.text()}")
         if result.compile.compiled:
             print(f"  arm-none-eabi-g++ ({target.core}): model data {result.compile.section_bytes} B, {'fits' if result.compile.fits_flash else 'OVER'} flash budget")
         else:
@@ -432,67 +441,18 @@ def _cmd_deploy(args) -> int:
     return EXIT_OK if result.ok else EXIT_DOES_NOT_FIT
 
 
-FMNIST_CALIBRATION_IMAGES = 256
-
-
-def _onnx_calibration(args, info):
-    """The --calibration array, or Fashion-MNIST training images for a 1x28x28 input."""
-    import numpy as np
-
-    from toolchain.errors import InputError
-    from toolchain.onnx_import import load_calibration
-
-    if args.calibration:
-        x = load_calibration(args.calibration, info)
-        return x, f"{Path(args.calibration).name}, as given"
-    if tuple(info.input_shape[1:]) != (1, 28, 28):
-        shape = "x".join(map(str, info.input_shape[1:]))
-        raise InputError(f"{info.path}: input `{info.input_name}` is {shape}, not Fashion-MNIST's 1x28x28: pass "
-                         f"--calibration FILE.npy (float32, N x {shape}, preprocessed as the model expects)")
-    from moofa.data import load_dataset
-
-    ds, train, _ = load_dataset("fashion-mnist", args.data)
-    images = train.images[:FMNIST_CALIBRATION_IMAGES].numpy().astype(np.float32) / 255.0
-    x = ((images - ds.mean[0]) / ds.std[0]).astype(np.float32)
-    source = (f"the first {len(x)} Fashion-MNIST training images, scaled to [0, 1] and normalized with the "
-              f"dataset's mean {ds.mean[0]} and std {ds.std[0]}")
-    print(f"moofa-deploy: note: no --calibration given; calibrating on {source} (pass --calibration FILE.npy "
-          "if the model expects other preprocessing)", file=sys.stderr, flush=True)
-    return x, source
-
-
-def _deploy_onnx(args, model: Path, target, labels, say):
-    """ONNX -> full-int8 .tflite (onnx2tf + TFLiteConverter, in a temporary folder), then the
-    .tflite deploy. Nothing is written into --out unless the conversion succeeds."""
-    import tempfile
-
-    from toolchain.deploy import deploy_tflite
-    from toolchain.onnx_import import convert_onnx_int8, read_onnx
-
-    info = read_onnx(model)
-    calibration, source = _onnx_calibration(args, info)
-    with tempfile.TemporaryDirectory(prefix="moofa-deploy-") as tmp:
-        staged = Path(tmp) / f"{model.stem}.tflite"
-        say(f"convert: {model.name} -> full-int8 TFLite (onnx2tf + TFLiteConverter, {len(calibration)} calibration inputs)")
-        conv = convert_onnx_int8(info, calibration, staged, source)
-        layout = "x".join(map(str, conv.tflite_input_shape))
-        say(f"convert: done in {conv.seconds:.1f} s; .tflite input {layout} (ONNX {'x'.join(map(str, conv.onnx_input_shape))}); "
-            f"int8 vs float max |diff| {conv.int8_max_abs_diff:.3g} on {conv.checked_samples} inputs")
-        return deploy_tflite(staged, target, Path(args.out), labels=labels, samples=args.samples, progress=say,
-                             inputs=conv.quantize(calibration[: args.samples]), conversion=conv.to_dict(),
-                             model_name=f"{model.name} (int8 via onnx2tf; input {layout}, channels last)",
-                             cross_check_steps=args.cross_check_steps)
-
-
 def _deploy_supernet(args) -> int:
-    from moofa.deploy import DoesNotFit, deploy_supernet
-    from toolchain.targets import resolve_target
+    from moofa.train.evaluate import resolve_supernet
+    from toolchain.boards.targets import resolve_target
 
     target = resolve_target(args.target)
+    resolve_supernet(args.supernet or "moofa")  # bad input is reported before torch and TensorFlow start
+    from moofa.deploy import DoesNotFit, SupernetDeployOptions, deploy_supernet
+
     say = (lambda msg: None) if args.json else (lambda msg: print(f"[moofa-deploy] {msg}", file=sys.stderr, flush=True))
+    options = SupernetDeployOptions(seed=args.seed, data=args.data, cross_check_steps=args.cross_check_steps)
     try:
-        summary = deploy_supernet(args.supernet or "moofa", target, Path(args.out), seed=args.seed, data=args.data, progress=say,
-                                  cross_check_steps=args.cross_check_steps)
+        summary = deploy_supernet(args.supernet or "moofa", target, Path(args.out), options, progress=say)
     except DoesNotFit as e:
         print(f"moofa-deploy: {e}", file=sys.stderr)
         return EXIT_DOES_NOT_FIT

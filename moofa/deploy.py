@@ -3,13 +3,13 @@
 1. search: the most accurate subnet (accuracy predictor) that fits the board (analytic memory);
 2. extract: the static PyTorch subnet, batch-norm recalibrated on validation images;
 3. export: the float subnet as ``model.onnx`` and full-int8 TFLite calibrated on training images
-   (:mod:`toolchain.export`);
+   (:mod:`toolchain.convert.export`);
 4. accuracy: float and int8 top-1 on the whole test set;
-5. the rest is :func:`toolchain.deploy.deploy_tflite`: offline plan, verify + TFLM measurement,
+5. the rest is :func:`toolchain.deploy.pipeline.deploy_tflite`: offline plan, verify + TFLM measurement,
    TFLM vs LiteRT, firmware headers, report.
 
 The int8 export and the int8 top-1 run in a second process started at the beginning
-(:class:`_Int8Process`), alongside the search, the float passes and step 5: on the 2-core build
+(:class:`Int8Process`), alongside the search, the float passes and step 5: on the 2-core build
 machine the whole deploy takes about half the time it takes in one process.
 """
 
@@ -18,10 +18,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from toolchain.files import write_atomically
 
 
 def _quantize(images_nchw: np.ndarray, scale: float, zero: int) -> np.ndarray:
@@ -39,13 +42,11 @@ def quantize_images(model_path: Path, images_nchw: np.ndarray) -> np.ndarray:
 def int8_top1(model_path: Path, loader) -> float:
     """Top-1 of an int8 .tflite on a loader of normalised NCHW float images (LiteRT).
 
-    LiteRT's built-in int8 kernels, one thread, a whole loader batch per invoke. Measured on the
-    bundled f746 deploy's model (2-core build machine): 1.2 ms per image, against 6.2 ms with the
-    XNNPACK delegate LiteRT applies by default (it is slower for this int8 graph) and 7.8 ms with
-    the reference kernels; a batch gives the same outputs as one image at a time. Two threads
-    were 45x slower whenever the other core was busy. The built-in kernels are not TFLM's: on
-    random inputs their logits differ from TFLM's by a few quantization steps (the reference
-    kernels by at most 1), so this is LiteRT's int8 top-1, the figure converters report.
+    LiteRT's built-in int8 kernels, one thread, a whole loader batch per invoke: faster on this
+    graph than the XNNPACK delegate LiteRT applies by default and than the reference kernels, and a
+    batch gives the same outputs as one image at a time (docs/BENCHMARKS.md has the timings). The
+    built-in kernels are not TFLM's: their logits may differ from TFLM's by a few quantization
+    steps, so this is LiteRT's int8 top-1, the figure converters report.
     """
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -68,15 +69,17 @@ def int8_top1(model_path: Path, loader) -> float:
 
 
 STAGED_NAME = "exported.tflite"  # the int8 export before the offline plan; becomes model.tflite
+INT8_TIMEOUT_S = 900  # per result of the int8 process: an export or a test-set pass that takes longer is stuck
 
 
-class _Int8Process:
+class Int8Process:
     """The TensorFlow half of a supernet deploy, in a second process.
 
-    Started first, so that importing TensorFlow (~12 s with torch's compiler stack, which must
-    come first: toolchain/_tf.py) overlaps the search and the PyTorch passes; then it exports the
+    Started first, so that importing TensorFlow (after torch's compiler stack, which must come
+    first: toolchain/runtime/tf.py) overlaps the search and the PyTorch passes; then it exports the
     subnet to int8 and scores it on the test set while this process verifies, measures and
-    generates firmware. A thread would not do: the imports hold the GIL and slowed the search 3x.
+    generates firmware. Not a thread: the imports hold the GIL and would stall the search
+    (docs/BENCHMARKS.md, deploy stages).
     """
 
     def __init__(self):
@@ -99,6 +102,9 @@ class _Int8Process:
         from toolchain.errors import InputError
 
         try:
+            if not self.conn.poll(INT8_TIMEOUT_S):
+                self.proc.kill()
+                raise InputError(f"the int8 export process gave no {kind} result within {INT8_TIMEOUT_S} s")
             got, payload = self.conn.recv()
         except (EOFError, OSError):
             self.proc.join(10)
@@ -125,7 +131,7 @@ def _int8_process_main(conn) -> None:
     from toolchain.errors import InputError
 
     try:
-        from toolchain._tf import tf_quiet
+        from toolchain.runtime.tf import tf_quiet
 
         tf_quiet()
         job = conn.recv()
@@ -133,7 +139,7 @@ def _int8_process_main(conn) -> None:
             return
         import io
 
-        from toolchain.export import export_int8
+        from toolchain.convert.export import export_int8
 
         torch.set_num_threads(1)
         blob, calib, staged, test_x, test_y = job
@@ -155,56 +161,76 @@ def _int8_process_main(conn) -> None:
         conn.close()
 
 
-def deploy_supernet(supernet_spec: str, target, out_dir: Path, seed: int = 0, data: str | None = None,
-                    sram_kb: float | None = None, flash_kb: float | None = None, progress=None,
-                    generations: int = 500, calibration_images: int = 256, cross_check_steps: int = 2) -> dict:
-    """The whole pipeline; returns the deploy summary (``toolchain.deploy.DeployResult``) plus accuracy."""
+@dataclass
+class SupernetDeployOptions:
+    """How a supernet deploy searches and checks: the search seed, the dataset folder (default:
+    the supernet's), SRAM/flash budgets in KiB (default: the board's), evolution generations,
+    calibration images for int8, and the TFLM vs LiteRT tolerance in quantization steps."""
+
+    seed: int = 0
+    data: str | None = None
+    sram_kb: float | None = None
+    flash_kb: float | None = None
+    generations: int = 500
+    calibration_images: int = 256
+    cross_check_steps: int = 2
+
+
+def deploy_supernet(supernet_spec: str, target, out_dir: Path, options: SupernetDeployOptions | None = None,
+                    progress=None) -> dict:
+    """The whole pipeline; returns the deploy summary (``toolchain.deploy.pipeline.DeployResult``) plus accuracy."""
+    from moofa.train.evaluate import resolve_supernet
+
+    resolve_supernet(supernet_spec)  # a missing checkpoint is reported before TensorFlow starts
+    o = options or SupernetDeployOptions()
     say = progress or (lambda msg: None)
     threads = torch.get_num_threads()
-    worker = _Int8Process()
+    worker = Int8Process()
     try:
         torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))  # the int8 process has a core
-        return _deploy_supernet(worker, supernet_spec, target, out_dir, seed, data, sram_kb, flash_kb, say, generations,
-                                calibration_images, cross_check_steps)
+        return _deploy_supernet(worker, supernet_spec, target, out_dir, o, say)
     finally:
         worker.close()
         torch.set_num_threads(threads)
         (out_dir / STAGED_NAME).unlink(missing_ok=True)  # the int8 process's file, also after a failure
 
 
-def _deploy_supernet(worker: _Int8Process, supernet_spec, target, out_dir: Path, seed, data, sram_kb, flash_kb, say, generations,
-                     calibration_images, cross_check_steps) -> dict:
-    from moofa.analytic import Pricer
-    from moofa.data import make_loaders
-    from moofa.search import (
-        Constraints,
-        UnreachableBudget,
-        evolution_search,
-        load_search_setup,
-    )
-    from moofa.search_cli import budgets_for
-    from moofa.train import evaluate_subnet, top1
-    from toolchain.deploy import deploy_tflite
-    from toolchain.export import export_onnx
+def _search(setup, target, o: SupernetDeployOptions, say):
+    """The most accurate subnet (by the predictor) that fits the budgets."""
+    from moofa.cost.pricer import Pricer
+    from moofa.search.predictor import Constraints, UnreachableBudget, evolution_search
+    from toolchain.boards.budget import Budget
+
+    budget = Budget.for_target(target, o.sram_kb, o.flash_kb)
+    sram, flash = budget.arena_bytes, budget.model_bytes
+    say(f"search: evolution over {setup.space.layout.name} subnets for {target.name} (arena <= {sram:,} B, model <= {flash:,} B)")
+    try:
+        return evolution_search(setup.space, setup.predictor, Pricer(setup.net.layout, target), Constraints(sram, flash),
+                                generations=o.generations, seed=o.seed)
+    except UnreachableBudget as e:
+        s = e.smallest
+        raise DoesNotFit(f"no subnet of {setup.path.name} fits {target.name}: the smallest needs {s['arena_bytes']:,} B of arena "
+                         f"(budget {sram:,} B) and {s['flash_bytes']:,} B of flash (budget {flash:,} B)") from None
+
+
+def _deploy_supernet(worker: Int8Process, supernet_spec, target, out_dir: Path, o: SupernetDeployOptions, say) -> dict:
+    from moofa.search.predictor import load_search_setup
+    from moofa.train.data import make_loaders
+    from moofa.train.loop import evaluate_subnet, top1
+    from toolchain.convert.export import export_onnx
+    from toolchain.deploy.pipeline import DeployOptions, deploy_tflite
 
     timings = {}
     t = time.perf_counter()
     setup = load_search_setup(supernet_spec)
-    path, net, meta, space, predictor = setup.path, setup.net, setup.meta, setup.space, setup.predictor
-    sram, flash = budgets_for(target, sram_kb, flash_kb)
-    say(f"search: evolution over {space.layout.name} subnets for {target.name} (arena <= {sram:,} B, model <= {flash:,} B)")
-    try:
-        found = evolution_search(space, predictor, Pricer(net.layout, target), Constraints(sram, flash), generations=generations, seed=seed)
-    except UnreachableBudget as e:
-        s = e.smallest
-        raise DoesNotFit(f"no subnet of {path.name} fits {target.name}: the smallest needs {s['arena_bytes']:,} B of arena "
-                         f"(budget {sram:,} B) and {s['flash_bytes']:,} B of flash (budget {flash:,} B)") from None
+    net, meta = setup.net, setup.meta
+    found = _search(setup, target, o, say)
     timings["search"] = time.perf_counter() - t
 
     t = time.perf_counter()
     say(f"extract: {found.config.to_string()} (predicted val top-1 {found.predicted_top1 * 100:.2f}%), BN recalibrated, scored on val")
     preset = meta["preset"]
-    loaders = make_loaders(meta["dataset"]["name"], data, preset["batch_size"], tuple(meta["resolutions"]), preset["val_size"], meta["seed"])
+    loaders = make_loaders(meta["dataset"]["name"], o.data, preset["batch_size"], tuple(meta["resolutions"]), preset["val_size"], meta["seed"])
     res = found.config.resolution
     val_acc, _, subnet = evaluate_subnet(net, found.config, loaders, torch.device("cpu"), split="val", bn_images=preset["bn_recal_images"])
     timings["extract_val"] = time.perf_counter() - t
@@ -212,7 +238,7 @@ def _deploy_supernet(worker: _Int8Process, supernet_spec, target, out_dir: Path,
     t = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     staged = out_dir / STAGED_NAME
-    calib = torch.cat([x for x, _ in loaders.eval_loader("train", res, batch_size=calibration_images, max_images=calibration_images)]).numpy()
+    calib = torch.cat([x for x, _ in loaders.eval_loader("train", res, batch_size=o.calibration_images, max_images=o.calibration_images)]).numpy()
     test = list(loaders.eval_loader("test", res, batch_size=500))
     test_x, test_y = torch.cat([x for x, _ in test]).numpy(), torch.cat([y for _, y in test]).numpy()
     say(f"export: int8 TFLite (Keras rebuild, calibrated on {len(calib)} training images) and its top-1 on the "
@@ -231,31 +257,30 @@ def _deploy_supernet(worker: _Int8Process, supernet_spec, target, out_dir: Path,
     export = worker.receive("exported")
     timings["export_wait"] = time.perf_counter() - t
     timings["export"] = export.pop("seconds")
+    write_atomically(out_dir / "subnet.json", found.config.to_json(indent=2) + "\n")
 
-    (out_dir / "subnet.json").write_text(found.config.to_json(indent=2) + "\n")
-    labels = list(meta["dataset"].get("class_names") or [])
-    result = deploy_tflite(staged, target, out_dir, labels=labels, seed=seed, progress=say,
-                           inputs=quantize_images(staged, test_x[:32]), cross_check_steps=cross_check_steps)
-    t = time.perf_counter()
-    say("accuracy: waiting for the int8 top-1")
-    int8 = worker.receive("int8")
-    timings["int8_wait"] = time.perf_counter() - t
-    timings["int8_eval"] = int8["seconds"]
-    q_acc = int8["top1"]
-    staged.unlink(missing_ok=True)
-    accuracy = {"float_top1": float_acc, "int8_top1": q_acc, "loss_pt": round((float_acc - q_acc) * 100, 2),
+    def accuracy() -> dict:
+        """Waits for the int8 top-1 (the second process computes it while the deploy runs)."""
+        t = time.perf_counter()
+        say("accuracy: waiting for the int8 top-1")
+        int8 = worker.receive("int8")
+        timings["int8_wait"] = time.perf_counter() - t
+        timings["int8_eval"] = int8["seconds"]
+        q_acc = int8["top1"]
+        return {"float_top1": float_acc, "int8_top1": q_acc, "loss_pt": round((float_acc - q_acc) * 100, 2),
                 "val_top1": val_acc, "predicted_val_top1": found.predicted_top1, "test_images": n_test}
-    result.accuracy = accuracy
-    result.files["model.onnx"] = onnx_export.path
-    result.timings_s = {**timings, **result.timings_s}
-    from toolchain.report import write_report
 
-    write_report(result, out_dir / "report.md")
-    summary = result.to_dict()
-    summary.update(subnet=found.config.to_dict(), supernet=str(path), accuracy=accuracy, export=export,
-                   onnx={"path": str(onnx_export.path), "opset": onnx_export.opset, "bytes": onnx_export.model_bytes,
-                         "onnxruntime_vs_torch_max_abs_diff": onnx_export.max_abs_diff})
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    options = DeployOptions(
+        labels=list(meta["dataset"].get("class_names") or []), seed=o.seed, inputs=quantize_images(staged, test_x[:32]),
+        cross_check_steps=o.cross_check_steps, accuracy=accuracy, extra_files={"model.onnx": onnx_export.path},
+        timings_s=timings,
+        summary={"subnet": found.config.to_dict(), "supernet": str(setup.path), "export": export,
+                 "onnx": {"path": str(onnx_export.path), "opset": onnx_export.opset, "bytes": onnx_export.model_bytes,
+                          "onnxruntime_vs_torch_max_abs_diff": onnx_export.max_abs_diff}},
+    )
+    summary = deploy_tflite(staged, target, out_dir, options, progress=say).to_dict()
+    staged.unlink(missing_ok=True)
+    write_atomically(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 

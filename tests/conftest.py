@@ -15,7 +15,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import corpus as _corpus  # noqa: E402
-from toolchain._tf import load_triton_before_tensorflow  # noqa: E402
+
+from toolchain.runtime.tf import load_triton_before_tensorflow  # noqa: E402
 
 # Tests load both torch and TensorFlow; Triton must come first or the process crashes.
 load_triton_before_tensorflow()

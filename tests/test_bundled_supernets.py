@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from moofa.evaluate import BUNDLED, BUNDLED_DIR
-from moofa.search import load_search_setup
+from moofa.search.predictor import load_search_setup
+from moofa.train.evaluate import BUNDLED, BUNDLED_DIR
 
 
 @pytest.mark.parametrize("name", sorted(BUNDLED))
@@ -28,3 +28,49 @@ def test_bundled_supernet_is_searchable(name):
     res = max(setup.space.resolutions)
     big, small = setup.predictor.predict([setup.space.max_config(res), setup.space.min_config(min(setup.space.resolutions))])
     assert big > small
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED))
+def test_bundled_supernet_loads_as_stored_whatever_the_solver_says(name, monkeypatch):
+    """The checkpoint stores its solved layout: a solver that now answers differently (here: one
+    that would fail, and one that gives other widths) changes nothing about what loads."""
+    import moofa.arch.balance as balance
+    import moofa.arch.catalog as catalog
+    from moofa.arch.layouts import Layout
+    from moofa.train.checkpoint import load_checkpoint
+    from moofa.train.evaluate import load_supernet, resolve_supernet
+
+    before, meta = load_supernet(name)
+
+    def broken(*args, **kwargs):
+        raise AssertionError("the solver must not run when a stored layout is loaded")
+
+    monkeypatch.setattr(balance, "solve_moofa_layout", broken)
+    monkeypatch.setattr(catalog, "LAYOUTS", {"ofa": broken, "moofa": broken})
+    after, _ = load_supernet(name)
+    _, stored = load_checkpoint(resolve_supernet(name))
+    assert after.layout == before.layout == Layout.from_dict(stored["layout"])
+    assert after.layout.widths == stored["layout"]["widths"]
+
+
+def test_tampered_layout_is_refused_before_a_module_is_built(tmp_path):
+    import torch
+
+    from moofa.train.checkpoint import build_supernet, load_checkpoint
+    from moofa.train.evaluate import resolve_supernet
+    from toolchain.errors import InputError
+
+    _, meta = load_checkpoint(resolve_supernet("moofa"))
+    for key, value in (("resolution", 100_000), ("num_classes", -10), ("widths", None)):
+        bad = json.loads(json.dumps(meta))
+        if key == "widths":
+            bad["layout"]["stages"][0]["width"] = 10**7
+        else:
+            bad["layout"][key] = value
+        with pytest.raises(InputError, match="layout"):
+            build_supernet(bad)
+    bad = json.loads(json.dumps(meta))
+    del bad["layout"]["stages"]
+    with pytest.raises(InputError, match="no solved layout"):
+        build_supernet(bad)
+    assert torch.get_num_threads() >= 1

@@ -9,9 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from corpus import CORPUS, FLOAT_MODELS, INT8_MODELS, INT16_MODELS, TflmError, io_dtype, \
-    tflm_allocations
+from corpus import (
+    CORPUS,
+    FLOAT_MODELS,
+    INT8_MODELS,
+    INT16_MODELS,
+    TflmError,
+    io_dtype,
+    tflm_allocations,
+)
 
 TFLITE_IDENTIFIER = b"TFL3"  # flatbuffer file identifier, bytes 4:8 of every .tflite
 

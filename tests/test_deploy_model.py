@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from toolchain.codegen import RESOLVER_METHODS, compile_model_data
-from toolchain.targets import resolve_target
-from toolchain.tflite_reader import read_model
+from toolchain.boards.targets import resolve_target
+from toolchain.firmware.codegen import RESOLVER_METHODS, compile_model_data
+from toolchain.tflite.reader import read_model
 
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED = {"model.tflite", "model_data.h", "model_data.cc", "model_ops.h", "model_config.h", "main.cc", "report.md", "memory_profile.png"}

@@ -11,13 +11,12 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from moofa.cli import deploy_main
-from toolchain.tflite_reader import read_model
+from toolchain.tflite.reader import read_model
 
 onnx = pytest.importorskip("onnx")
 # Never import onnx2tf here: importing it sets TF_USE_LEGACY_KERAS=1 for the whole process, and
@@ -172,15 +171,15 @@ def _idx(path: Path, array: np.ndarray) -> None:
 
 
 def test_fashion_mnist_shaped_models_calibrate_on_fashion_mnist_by_default(tmp_path, capsys):
-    from moofa.cli import FMNIST_CALIBRATION_IMAGES, _onnx_calibration
-    from toolchain.onnx_import import OnnxModelInfo
+    from moofa.deploy_onnx import FMNIST_CALIBRATION_IMAGES, onnx_calibration
+    from toolchain.convert.onnx_import import OnnxModelInfo
 
     rng = np.random.default_rng(0)
     for split, n in (("train", 300), ("t10k", 10)):
         _idx(tmp_path / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
         _idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
     info = OnnxModelInfo("m.onnx", "input", (1, 1, 28, 28), False, "logits", ("Conv",), 17)
-    x, source = _onnx_calibration(SimpleNamespace(calibration=None, data=str(tmp_path)), info)
+    x, source = onnx_calibration(info, None, str(tmp_path))
     assert x.shape == (FMNIST_CALIBRATION_IMAGES, 1, 28, 28) and x.dtype == np.float32
     assert abs(float(x.mean())) < 0.05 and abs(float(x.std()) - 1.0) < 0.05  # normalized with the dataset's statistics
     err = capsys.readouterr().err
@@ -193,9 +192,9 @@ def test_fashion_mnist_shaped_models_calibrate_on_fashion_mnist_by_default(tmp_p
 def test_fully_connected_tail_follows_its_weight_quantization(per_channel, tmp_path):
     """TFLM allocates FULLY_CONNECTED's per-channel multiplier and shift arrays only for
     per-channel weights (ONNX models and older converters make per-tensor ones)."""
-    from toolchain._tf import quietly, tf_quiet
-    from toolchain.memory import estimate_arena
-    from toolchain.tflm_measure import measure
+    from toolchain.memory.estimate import estimate_arena
+    from toolchain.runtime.tf import quietly, tf_quiet
+    from toolchain.runtime.tflm import measure
 
     tf = tf_quiet()
     tf.keras.backend.clear_session()
@@ -217,15 +216,19 @@ def test_fully_connected_tail_follows_its_weight_quantization(per_channel, tmp_p
 
 
 def test_cross_check_tolerates_a_few_quantization_steps_for_integer_outputs():
-    from toolchain.deploy import DeployResult
+    from toolchain.deploy.pipeline import CrossCheck
 
     def result(identical, max_diff, tolerance):
-        r = DeployResult(Path("."), None, None, 0, 0, True, identical, 32, None)
-        r.cross_check_max_diff, r.cross_check_differing, r.cross_check_tolerance = max_diff, 0 if identical else 2, tolerance
-        return r
+        return CrossCheck(32, identical, max_diff, 0 if identical else 2, tolerance)
 
-    assert result(True, 0, 1).outputs_agree and result(True, 0, 1).cross_check_text() == "identical"
-    assert result(False, 1, 1).outputs_agree and "2 of 32 inputs differ, by at most 1" in result(False, 1, 1).cross_check_text()
-    assert result(False, 2, 2).outputs_agree and "within 2 quantization steps" in result(False, 2, 2).cross_check_text()
-    assert not result(False, 2, 1).outputs_agree and "DIFFERENT" in result(False, 2, 1).cross_check_text()
-    assert not result(False, 1e-6, 0).outputs_agree  # float outputs: exact
+    assert result(True, 0, 1).agree and result(True, 0, 1).text() == "identical"
+    assert result(False, 1, 1).agree and "2 of 32 inputs differ, by at most 1" in result(False, 1, 1).text()
+    assert result(False, 2, 2).agree and "within 2 quantization steps" in result(False, 2, 2).text()
+    assert not result(False, 2, 1).agree and "DIFFERENT" in result(False, 2, 1).text()
+    assert not result(False, 1e-6, 0).agree  # float outputs: exact
+    # compare() measures it from the outputs: steps count for integer outputs only
+    a = np.zeros((3, 4), np.int8)
+    b = a.copy()
+    b[1, 2] = 2
+    assert CrossCheck.compare(a, b, 2) == CrossCheck(3, False, 2.0, 1, 2.0)
+    assert not CrossCheck.compare(a.astype(np.float32), b.astype(np.float32), 2).agree

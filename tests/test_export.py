@@ -9,11 +9,11 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 F = torch.nn.functional
 
+from toolchain.convert.export import _same_padding, export_int8, export_onnx  # noqa: E402
 from toolchain.errors import InputError  # noqa: E402
-from toolchain.export import _same_padding, export_int8, export_onnx  # noqa: E402
-from toolchain.memory import estimate_arena  # noqa: E402
-from toolchain.tflite_reader import read_model  # noqa: E402
-from toolchain.tflm_measure import measure  # noqa: E402
+from toolchain.memory.estimate import estimate_arena  # noqa: E402
+from toolchain.runtime.tflm import measure  # noqa: E402
+from toolchain.tflite.reader import read_model  # noqa: E402
 
 
 class MBConv(nn.Module):

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from toolchain.errors import InputError
-from toolchain.memory import estimate_arena
-from toolchain.tflite_reader import parse_model
+from toolchain.memory.estimate import estimate_arena
+from toolchain.tflite.reader import parse_model
 
 SEEDS = ("fc_only", "ds_cnn_kws", "mbconv_se_hswish")
 

@@ -9,14 +9,16 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from moofa.analytic import Pricer, params_macs, price, subnet_graph
-from moofa.blocks import subnet_spec
-from moofa.layouts import get_layout
-from moofa.memlog import figure5, log_subnet
-from moofa.space import SearchSpace
-from moofa.supernet import Subnet
-from toolchain.memory import estimate_arena
-from toolchain.planner import plan_graph
+from moofa.arch.blocks import subnet_spec
+from moofa.arch.catalog import get_layout
+from moofa.arch.space import SearchSpace
+from moofa.cost.lowering import subnet_graph
+from moofa.cost.params import params_macs
+from moofa.cost.pricer import Pricer, price
+from moofa.nn.memlog import figure5, log_subnet
+from moofa.nn.supernet import Subnet
+from toolchain.memory.estimate import estimate_arena
+from toolchain.memory.planner import plan_graph
 
 CASES = [("ofa", 224, 3), ("moofa", 224, 3), ("ofa", 32, 1), ("moofa", 32, 1), ("moofa", 28, 1)]
 

@@ -1,4 +1,4 @@
-"""moofa.data: IDX / CIFAR / ImageFolder loading, the seeded validation split, per-batch
+"""moofa.train.data: IDX / CIFAR / ImageFolder loading, the seeded validation split, per-batch
 resolution and augmentation. Every dataset here is a few tiny files written into tmp_path;
 only the header of the real Fashion-MNIST test set is read."""
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from moofa import data
-from moofa.data import (
+from moofa.train import data
+from moofa.train.data import (
     BatchPlan,
     BatchPlanner,
     load_dataset,
@@ -26,7 +26,7 @@ from moofa.data import (
 from toolchain.errors import InputError
 
 # --------------------------------------------------------------------------------------------
-# Tiny datasets, written by hand from the format descriptions (not by moofa.data)
+# Tiny datasets, written by hand from the format descriptions (not by moofa.train.data)
 # --------------------------------------------------------------------------------------------
 
 
@@ -133,7 +133,7 @@ def test_idx_folder_loads_images_labels_and_stats(tmp_path, gz):
 
 def test_crop_padding_override_gives_flip_only_training_batches(tmp_path):
     """crop_padding=0: every training image is the original or its mirror, never shifted."""
-    from moofa.data import make_loaders
+    from moofa.train.data import make_loaders
 
     arrays = make_idx_folder(tmp_path / "fm", gz=False)
     loaders = make_loaders("fashion-mnist", tmp_path / "fm", batch_size=8, val_size=16, crop_padding=0)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from moofa.search import build_predictor
-from moofa.train import load_preset, train
-from toolchain.targets import resolve_target
-from toolchain.tflite_reader import read_model
+from moofa.search.predictor import build_predictor
+from moofa.train.loop import load_preset, train
+from toolchain.boards.targets import resolve_target
+from toolchain.tflite.reader import read_model
 
 EXPECTED = {"model.tflite", "model.onnx", "subnet.json", "model_data.h", "model_data.cc", "model_ops.h", "model_config.h", "report.md", "memory_profile.png"}
 
@@ -35,7 +35,7 @@ def test_predictor_is_saved_next_to_the_supernet_with_its_identity(tiny_supernet
 def test_predictor_measurements_resume_after_a_kill(tiny_supernet):
     """A killed `moofa predictor build` keeps its finished measurements: a rerun reuses them
     (identified by supernet digest, seed and images) and measures only the rest."""
-    from moofa.search import measure_subnets, supernet_digest
+    from moofa.search.predictor import measure_subnets, supernet_digest
 
     path, root, report = tiny_supernet
     assert not list(path.parent.glob("*.predictor-partial.*.json"))  # a finished build leaves none
@@ -57,7 +57,7 @@ def test_predictor_measurements_resume_after_a_kill(tiny_supernet):
 def test_a_larger_build_grows_the_dataset(tiny_supernet):
     """`moofa predictor build --subnets 14` after a 12-subnet build measures only the 2 new
     subnets: the dataset's measurements (same supernet, seed, images) are reused by index."""
-    from moofa.search import dataset_path_for, measure_subnets
+    from moofa.search.predictor import dataset_path_for, measure_subnets
 
     path, root, _ = tiny_supernet
     dataset = dataset_path_for(path)
@@ -79,11 +79,11 @@ def test_a_larger_build_grows_the_dataset(tiny_supernet):
 
 
 def test_deploy_supernet_end_to_end_and_reproducible(tiny_supernet, tmp_path):
-    from moofa.deploy import deploy_supernet
+    from moofa.deploy import SupernetDeployOptions, deploy_supernet
 
     path, root, _ = tiny_supernet
     target = resolve_target("nucleo-f746zg")
-    a = deploy_supernet(str(path), target, tmp_path / "a", data=str(root), generations=15)
+    a = deploy_supernet(str(path), target, tmp_path / "a", SupernetDeployOptions(data=str(root), generations=15))
     assert EXPECTED <= {p.name for p in (tmp_path / "a").iterdir()}
     assert a["fits"] and a["measured"]["agrees"] and a["tflm_vs_litert"]["identical"]
     acc = a["accuracy"]
@@ -100,7 +100,7 @@ def test_deploy_supernet_end_to_end_and_reproducible(tiny_supernet, tmp_path):
     report = (tmp_path / "a" / "report.md").read_text()
     assert "`model.onnx`" in report
     assert f"| int8 top-1 on the test set (LiteRT built-in int8 kernels) | {acc['int8_top1'] * 100:.2f}% |" in report
-    deploy_supernet(str(path), target, tmp_path / "b", data=str(root), generations=15)
+    deploy_supernet(str(path), target, tmp_path / "b", SupernetDeployOptions(data=str(root), generations=15))
     assert (tmp_path / "a" / "model.tflite").read_bytes() == (tmp_path / "b" / "model.tflite").read_bytes()
     assert (tmp_path / "a" / "model.onnx").read_bytes() == (tmp_path / "b" / "model.onnx").read_bytes()
 
@@ -108,7 +108,7 @@ def test_deploy_supernet_end_to_end_and_reproducible(tiny_supernet, tmp_path):
 def test_sweep_writes_a_table_and_plot_and_reports_unreachable_budgets(tiny_supernet, tmp_path):
     from types import SimpleNamespace
 
-    from moofa.search_cli import run_sweep
+    from moofa.search.run import run_sweep
 
     path, _, _ = tiny_supernet
     out = str(tmp_path / "sweep")
@@ -127,10 +127,10 @@ def test_int8_process_reports_failures_as_one_line(tmp_path):
     import numpy as np
     import torch
 
-    from moofa.deploy import _Int8Process
+    from moofa.deploy import Int8Process
     from toolchain.errors import InputError
 
-    worker = _Int8Process()
+    worker = Int8Process()
     try:
         net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Tanh()).eval()
         x = np.zeros((2, 1, 8, 8), np.float32)
@@ -141,7 +141,7 @@ def test_int8_process_reports_failures_as_one_line(tmp_path):
         worker.close()
     assert not (tmp_path / "x.tflite").exists() and not worker.proc.is_alive()
 
-    dead = _Int8Process()
+    dead = Int8Process()
     try:
         dead.proc.kill()
         with pytest.raises(InputError, match="ended without a result"):

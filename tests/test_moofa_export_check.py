@@ -15,13 +15,15 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("tensorflow")
 
-from moofa.analytic import Pricer, flash_estimate, subnet_graph  # noqa: E402
-from moofa.layouts import get_layout  # noqa: E402
-from moofa.space import SubnetConfig  # noqa: E402
-from moofa.supernet import Supernet  # noqa: E402
-from toolchain.export import export_int8  # noqa: E402
-from toolchain.memory import estimate_arena  # noqa: E402
-from toolchain.tflite_reader import read_model  # noqa: E402
+from moofa.arch.catalog import get_layout  # noqa: E402
+from moofa.arch.space import SubnetConfig  # noqa: E402
+from moofa.cost.flash import flash_estimate  # noqa: E402
+from moofa.cost.lowering import subnet_graph  # noqa: E402
+from moofa.cost.pricer import Pricer  # noqa: E402
+from moofa.nn.supernet import Supernet  # noqa: E402
+from toolchain.convert.export import export_int8  # noqa: E402
+from toolchain.memory.estimate import estimate_arena  # noqa: E402
+from toolchain.tflite.reader import read_model  # noqa: E402
 
 
 def test_exported_subnet_matches_the_analytic_graph(tmp_path):
@@ -41,7 +43,7 @@ def test_exported_subnet_matches_the_analytic_graph(tmp_path):
         measured, predicted = estimate_arena(real, pointer, library), Pricer(layout, pointer_bytes=pointer, kernel_library=library)(config)
         assert (measured.arena_head_bytes, measured.arena_tail_bytes) == (predicted.arena_head_bytes, predicted.arena_tail_bytes)
     # An untrained supernet's BN-folded biases are all zeros, which the converter names
-    # briefly and stores once: its file is smaller than the estimate (moofa.analytic).
+    # briefly and stores once: its file is smaller than the estimate (moofa.cost.flash).
     assert result.model_bytes <= Pricer(layout)(config).flash_bytes < 1.08 * result.model_bytes
 
 
@@ -58,7 +60,7 @@ FLASH_SUBNETS = [
 def _export_cache() -> Path:
     """``<repo>/.cache/flash-exports-<hash>``: exports take seconds each, so they are kept; the
     hash covers the exporter, this file, the supernet and the TensorFlow version."""
-    from moofa.evaluate import resolve_supernet
+    from moofa.train.evaluate import resolve_supernet
 
     digest = hashlib.sha256()
     for path in (Path(__file__), Path(export_int8.__code__.co_filename), resolve_supernet("moofa")):
@@ -76,7 +78,7 @@ def _export_cache() -> Path:
 @pytest.fixture(scope="module")
 def trained_exports():
     """(layout, [(config, .tflite path)]) for FLASH_SUBNETS, exported from the trained supernet."""
-    from moofa.evaluate import load_supernet
+    from moofa.train.evaluate import load_supernet
 
     torch.set_num_threads(1)
     net, _ = load_supernet("moofa")

@@ -6,21 +6,15 @@ import json
 
 import pytest
 
-from moofa.blocks import same_output_size
-from moofa.layouts import (
-    MIN_FINAL_SIZE,
-    _flash_of_largest,
-    get_layout,
-    layout_command,
-    ofa_layout,
-    solve_moofa_layout,
-    sram_block_memory,
-)
+from moofa.arch.balance import flash_of_largest, solve_moofa_layout, sram_block_memory
+from moofa.arch.blocks import same_output_size
+from moofa.arch.catalog import get_layout, layout_command, ofa_layout
+from moofa.arch.layouts import MIN_FINAL_SIZE
 from toolchain.errors import InputError
 
 
 def test_paper_definition_gives_the_published_moofa_widths():
-    # reference-facts.md: first conv 3, first block 8, stages 24, 96, 288, 360, 384, final
+    # The MOOFA paper's layout (Girard et al.): first conv 3, first block 8, stages 24, 96, 288, 360, 384, final
     # expand 392, feature mix 392; strides 1; 2, 2, 2, 2, 2 (first conv 2).
     lay = solve_moofa_layout(224, 3, memory="paper")
     assert lay.widths == [3, 8, 24, 96, 288, 360, 384, 392, 392]
@@ -83,9 +77,9 @@ def test_sram_definition_balances_every_stage_at_the_first_stages_memory(resolut
 
 def test_flash_budget_is_a_second_constraint():
     free = solve_moofa_layout(32, 1, 10, memory="sram")
-    budget = _flash_of_largest(free) // 2
+    budget = flash_of_largest(free) // 2
     tight = solve_moofa_layout(32, 1, 10, memory="sram", flash_budget_bytes=budget)
-    assert _flash_of_largest(tight) <= budget < _flash_of_largest(free)
+    assert flash_of_largest(tight) <= budget < flash_of_largest(free)
     assert tight.widths[:3] == free.widths[:3]  # the seeds stay
     assert max(tight.stage_memory) <= max(free.stage_memory)
     with pytest.raises(InputError, match="flash"):

@@ -6,12 +6,20 @@ import numpy as np
 import pytest
 import torch
 
-from moofa.analytic import Pricer, price
-from moofa.layouts import get_layout
-from moofa.search import (Constraints, Predictor, PredictorMLP, UnreachableBudget, evolution_search, fit_predictor,
-                          kendall_tau, random_search)
-from moofa.space import SearchSpace
-from toolchain.targets import resolve_target
+from moofa.arch.catalog import get_layout
+from moofa.arch.space import SearchSpace
+from moofa.cost.pricer import Pricer, price
+from moofa.search.predictor import (
+    Constraints,
+    Predictor,
+    PredictorMLP,
+    UnreachableBudget,
+    evolution_search,
+    fit_predictor,
+    kendall_tau,
+    random_search,
+)
+from toolchain.boards.targets import resolve_target
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import re
 import numpy as np
 import pytest
 
-from moofa.layouts import get_layout
-from moofa.space import SearchSpace, SubnetConfig
+from moofa.arch.catalog import get_layout
+from moofa.arch.space import SearchSpace, SubnetConfig
 from toolchain.errors import InputError
 
 OFA = get_layout("ofa", 224, 3, 1000)

@@ -7,11 +7,10 @@ import random
 import pytest
 import torch
 
-from moofa.blocks import same_padding
-from moofa.layouts import get_layout
-from moofa.space import SearchSpace
-from moofa.supernet import Conv, DynamicMBBlock, Supernet, pad_same
-
+from moofa.arch.blocks import same_padding
+from moofa.arch.catalog import get_layout
+from moofa.arch.space import SearchSpace
+from moofa.nn.supernet import Conv, DynamicMBBlock, Supernet, pad_same
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

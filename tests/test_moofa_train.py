@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from moofa.train import load_checkpoint, load_preset, resolve_choices, train
+from moofa.train.checkpoint import load_checkpoint
+from moofa.train.loop import load_preset, resolve_choices, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,7 +73,7 @@ def test_bad_preset_is_one_line(tmp_path):
 
 
 def test_bundled_presets_load_and_imagenet_gpu_follows_ofa():
-    from moofa.train import PRESETS_DIR
+    from moofa.train.loop import PRESETS_DIR
 
     names = sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
     assert {"fmnist-cpu", "imagenet-gpu"} <= set(names)

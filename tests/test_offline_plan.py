@@ -1,6 +1,6 @@
 """Offline arena plans (``moofa plan``), judged by the real TFLM interpreter.
 
-The referee for every head is TFLM's recording allocator (:func:`toolchain.tflm_measure.measure`)
+The referee for every head is TFLM's recording allocator (:func:`toolchain.runtime.tflm.measure`)
 run on the written model; the referee for "same meaning" is TFLM's outputs on the original and
 the planned model for the same inputs; the referee for optimality is the liveness lower bound
 (and, on tiny instances, brute force over every placement order).
@@ -16,13 +16,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
-
 import plan_corpus
+import pytest
 from test_planner import chain
+
 from toolchain.errors import InputError
-from toolchain.memory import estimate_arena
-from toolchain.offline_plan import (
+from toolchain.memory.estimate import estimate_arena
+from toolchain.memory.offline_plan import (
     Packing,
     PlanResult,
     _conflicts,
@@ -37,10 +37,17 @@ from toolchain.offline_plan import (
     predict_with_offsets,
     tensor_offsets,
 )
-from toolchain.planner import Buffer, check_no_overlap, greedy_offsets, head_bytes, live_profile, plan_graph
-from toolchain.scratch import scratch_requests
-from toolchain.tflite_reader import parse_model, read_model
-from toolchain.tflm_measure import measure
+from toolchain.memory.planner import (
+    Buffer,
+    check_no_overlap,
+    greedy_offsets,
+    head_bytes,
+    live_profile,
+    plan_graph,
+)
+from toolchain.memory.scratch import scratch_requests
+from toolchain.runtime.tflm import measure
+from toolchain.tflite.reader import parse_model, read_model
 
 # ----------------------------------------------------------------------------------------------
 # Helpers

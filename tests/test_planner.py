@@ -2,8 +2,8 @@
 
 import pytest
 
-from toolchain.graph import Graph, Tensor
-from toolchain.planner import (
+from toolchain.ir.graph import Graph, Tensor
+from toolchain.memory.planner import (
     ARENA_ALIGNMENT,
     Buffer,
     ScratchRequest,

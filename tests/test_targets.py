@@ -1,4 +1,4 @@
-"""The board database (targets/*.toml) and its loader (toolchain/targets.py)."""
+"""The board database (targets/*.toml) and its loader (toolchain/boards/targets.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from toolchain import targets as tg
-from toolchain.errors import InputError
-from toolchain.targets import (
+from toolchain.boards import targets as tg
+from toolchain.boards.targets import (
     SOURCED_KEYS,
     Target,
     all_targets,
@@ -17,6 +16,7 @@ from toolchain.targets import (
     resolve_target,
     resolve_targets,
 )
+from toolchain.errors import InputError
 
 REPO_TARGETS_DIR = Path(__file__).resolve().parents[1] / "targets"
 

@@ -14,13 +14,13 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-
 from corpus import CORPUS
-from toolchain.memory import estimate_arena
-from toolchain.planner import check_no_overlap
-from toolchain.targets import resolve_target
-from toolchain.tflite_reader import read_model
-from toolchain.tflm_measure import measure
+
+from toolchain.boards.targets import resolve_target
+from toolchain.memory.estimate import estimate_arena
+from toolchain.memory.planner import check_no_overlap
+from toolchain.runtime.tflm import measure
+from toolchain.tflite.reader import read_model
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,7 @@
 """Errors a user can cause.
 
 Every command catches :class:`InputError` at its edge, prints its message as one line on
-stderr and exits with code 2 (ARCHITECTURE.md, "Contracts"). Raise it with a message that
+stderr and exits with code 2 (docs/ARCHITECTURE.md, "Contracts"). Raise it with a message that
 names the thing that is wrong and, where there is one, the fix.
 """
 

@@ -2,7 +2,8 @@
 
 SRAM fits when ``arena (head + tail) + the board's reserved RAM <= the arena region`` (the
 largest contiguous SRAM block the arena can live in); flash fits when
-``model bytes + reserved flash <= flash``. Keys follow ARCHITECTURE.md's contract.
+``model bytes + reserved flash <= flash`` (:mod:`toolchain.boards.budget`). Keys follow the JSON
+contract in ``docs/ARCHITECTURE.md``.
 """
 
 from __future__ import annotations
@@ -10,19 +11,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolchain.graph import Graph
-from toolchain.memory import ArenaEstimate, estimate_for_target
-from toolchain.tflite_reader import parse_model
+from toolchain.boards.budget import Budget
 from toolchain.files import read_input_bytes
+from toolchain.ir.graph import Graph
+from toolchain.memory.estimate import ArenaEstimate, estimate_for_target
+from toolchain.tflite.reader import parse_model
 
 MEASURED_ON = "tflite-micro host interpreter (64-bit, reference kernels)"
 
 
 @dataclass
 class TargetResult:
-    target: object  # toolchain.targets.Target
+    target: object  # toolchain.boards.targets.Target
     estimate: ArenaEstimate
     model_bytes: int
+
+    @property
+    def budget(self) -> Budget:
+        return Budget.for_target(self.target)
 
     @property
     def sram_used_bytes(self) -> int:
@@ -34,36 +40,21 @@ class TargetResult:
 
     @property
     def sram_fits(self) -> bool:
-        return self.sram_used_bytes <= self.target.arena_region_bytes
+        return self.budget.sram_fits(self.estimate.arena_bytes)
 
     @property
     def flash_fits(self) -> bool:
-        return self.flash_used_bytes <= self.target.flash_bytes
+        return self.budget.flash_fits(self.model_bytes)
 
     @property
     def fits(self) -> bool:
         return self.sram_fits and self.flash_fits
 
     def sram_dict(self) -> dict:
-        d = self.estimate.to_dict()
-        d.update(
-            reserved_bytes=self.target.reserved_ram_bytes,
-            budget_bytes=self.target.arena_region_bytes,
-            used_bytes=self.sram_used_bytes,
-            headroom_bytes=self.target.arena_region_bytes - self.sram_used_bytes,
-            fits=self.sram_fits,
-        )
-        return d
+        return self.budget.sram_block(self.estimate.to_dict())
 
     def flash_dict(self) -> dict:
-        return {
-            "model_bytes": self.model_bytes,
-            "reserved_bytes": self.target.reserved_flash_bytes,
-            "budget_bytes": self.target.flash_bytes,
-            "used_bytes": self.flash_used_bytes,
-            "headroom_bytes": self.target.flash_bytes - self.flash_used_bytes,
-            "fits": self.flash_fits,
-        }
+        return self.budget.flash_block(self.model_bytes)
 
 
 @dataclass
@@ -71,7 +62,7 @@ class Verification:
     model: str
     graph: Graph
     results: list[TargetResult]
-    measured: object | None = None  # toolchain.tflm_measure.Measurement
+    measured: object | None = None  # toolchain.runtime.tflm.Measurement
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -84,8 +75,7 @@ class Verification:
         if self.measured is None:
             return True
         return all(
-            (r.estimate.arena_head_bytes, r.estimate.arena_tail_bytes)
-            == (self.measured.arena_head_bytes, self.measured.arena_tail_bytes)
+            self.measured.agrees_with(r.estimate)
             for r in self.results
             if r.target.pointer_bytes == 8 and r.target.kernel_library == "reference"
         )
@@ -128,14 +118,14 @@ def verify_model(path: str | Path, targets: list, measure: bool = False) -> Veri
         )
     measured = None
     if measure:
-        from toolchain.tflm_measure import measure as tflm_measure
+        from toolchain.runtime.tflm import measure as tflm_measure
 
         measured = tflm_measure(path)
     return Verification(str(path), graph, results, measured, notes)
 
 
 def _known_kinds() -> set[str]:
-    from toolchain.persistent import HOST_KERNELS
+    from toolchain.memory.persistent import HOST_KERNELS
 
     return set(HOST_KERNELS)
 

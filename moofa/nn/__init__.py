@@ -1,0 +1,1 @@
+"""PyTorch modules: the elastic supernet, extracted subnets, the memory logger."""

@@ -1,0 +1,1 @@
+"""Subnet search: the accuracy predictor and constrained evolution."""

@@ -1,0 +1,1 @@
+"""Training: progressive shrinking with distillation, checkpoints, data sets, evaluation."""

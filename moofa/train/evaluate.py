@@ -1,0 +1,79 @@
+"""``moofa eval``: a subnet's float top-1, and the bundled supernets' names.
+
+The bundled Fashion-MNIST supernets live in ``moofa/supernets/`` and answer to ``moofa`` (the
+default everywhere a supernet is asked for) and ``ofa``.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from toolchain.errors import InputError
+
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "supernets"
+BUNDLED = {"moofa": "moofa-fmnist.pt", "ofa": "ofa-fmnist.pt"}
+
+
+def resolve_supernet(spec: str) -> Path:
+    """A checkpoint path from a path or a bundled name."""
+    if spec in BUNDLED:
+        path = BUNDLED_DIR / BUNDLED[spec]
+        if not path.is_file():
+            raise InputError(f"the bundled {spec!r} supernet is not in this checkout ({path}); train one with `moofa train --layout {spec}`")
+        return path
+    path = Path(spec)
+    if not path.is_file():
+        raise InputError(f"{spec}: no such checkpoint (or use a bundled name: {', '.join(BUNDLED)})")
+    return path
+
+
+def load_supernet(spec: str):
+    """(supernet in eval mode, checkpoint metadata)."""
+    from moofa.train.checkpoint import build_supernet, load_checkpoint
+
+    state, meta = load_checkpoint(resolve_supernet(spec))
+    net = build_supernet(meta)
+    net.load_state_dict(state["model"])
+    return net.eval(), meta
+
+
+def trained_space(net, meta: dict):
+    """The search space of a trained supernet: its layout at the resolutions it was trained on."""
+    from moofa.arch.space import SearchSpace
+
+    return SearchSpace(net.layout, resolutions=tuple(meta["resolutions"]))
+
+
+def pick_subnet(space, which: str, resolution: int, seed: int = 0):
+    if which == "max":
+        return space.max_config(resolution)
+    if which == "min":
+        return space.min_config(resolution)
+    if which == "random":
+        config = space.sample(random.Random(seed))
+        return type(config)(config.layout, resolution, config.kernels, config.expands)
+    path = Path(which)
+    text = path.read_text() if path.is_file() else which
+    config = space.parse(text) if text.strip().startswith("{") else space.validate(space.parse(text), check_resolution=False)
+    return config
+
+
+def evaluate_command(supernet: str, subnet: str, resolution: int | None = None, data: str | None = None,
+                     split: str = "test", seed: int = 0, max_images: int | None = None) -> dict:
+    import torch
+
+    from moofa.arch.blocks import subnet_spec
+    from moofa.cost.params import params_macs
+    from moofa.train.data import make_loaders
+    from moofa.train.loop import evaluate_subnet
+
+    net, meta = load_supernet(supernet)
+    res = resolution or max(meta["resolutions"])
+    config = pick_subnet(net.space, subnet, res, seed)
+    preset = meta["preset"]
+    loaders = make_loaders(meta["dataset"]["name"], data, preset["batch_size"], tuple(meta["resolutions"]), preset["val_size"], meta["seed"])
+    top1, n, _ = evaluate_subnet(net, config, loaders, torch.device("cpu"), split=split, bn_images=preset["bn_recal_images"], max_images=max_images)
+    params, macs = params_macs(subnet_spec(net.layout, config))
+    return {"top1": top1, "split": split, "images": n, "subnet": config.to_dict(), "subnet_string": config.to_string(),
+            "params": params, "macs": macs, "supernet": str(resolve_supernet(supernet))}

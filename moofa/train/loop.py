@@ -1,0 +1,434 @@
+"""Train a supernet with progressive shrinking and knowledge distillation (OFA, Cai et al. 2020).
+
+One loop, top to bottom; the recipe is data (a preset TOML in ``moofa/presets/``):
+
+1. ``teacher``: train the largest subnet alone.
+2. ``kernel``: elastic kernel (7 -> 5 -> 3 through the kernel transformation matrices), distilled
+   from a frozen copy of the teacher.
+3. ``depth-1``, ``depth-2``: elastic depth, the deepest choices first.
+4. ``expand-1``, ``expand-2``: elastic expand ratio, after sorting the expanded channels by
+   importance (``Supernet.reorganize_channels``).
+
+Each step samples ``subnets_per_step`` subnets from the phase's choices, accumulates their
+gradients (loss = cross-entropy + ``kd_ratio`` x distillation) and takes one optimizer step.
+Subnets are drawn from a generator keyed by (seed, phase, epoch, step, k), so every DDP rank
+picks the same subnet at the same step. Run on one CPU, one GPU, or many through
+``torchrun --nproc_per_node N -m moofa train ...`` (gloo on CPU, nccl on GPU).
+
+Checkpoints are written atomically (temporary file + rename) and hold weights, optimizer,
+scheduler position, phase, epoch, step, RNG state, layout and preset; ``--resume`` continues a
+run killed mid-epoch from the last one. They load with ``torch.load(weights_only=True)``: only
+tensors and plain data, no pickled code.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import json
+import math
+import os
+import random
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from moofa.train.checkpoint import contiguous_state, load_checkpoint, save_checkpoint, stored_layout, weights_digest
+from toolchain.errors import InputError
+from toolchain.files import write_atomically
+
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"
+
+
+# --- the recipe ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    epochs: float
+    lr: float
+    # Choices the phase samples from: "max" (the largest only), "top2" (the two largest), "all",
+    # or an explicit list. Relative names let one preset serve layouts with different choices.
+    kernels: str | tuple = "max"
+    depths: str | tuple = "max"
+    expands: str | tuple = "max"
+    subnets_per_step: int = 1
+    distill: bool = True
+    reorganize: int | None = None  # expand stage for reorganize_channels before the phase
+    warmup_epochs: float = 0.0
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    dataset: str = "fashion-mnist"
+    resolutions: tuple[int, ...] = (28,)
+    batch_size: int = 128
+    weight_decay: float = 3e-5
+    momentum: float = 0.9
+    label_smoothing: float = 0.1
+    kd_ratio: float = 1.0
+    val_size: int = 5000
+    bn_recal_images: int = 2000
+    checkpoint_every_s: float = 120.0
+    dropout: float = 0.1
+    crop_padding: int | None = None  # training random-crop padding; None = the dataset's default
+    # Phase learning rates are for this global batch; runs with another (batch_size x ranks)
+    # scale them linearly, as OFA does per GPU. None: use the rates as written.
+    lr_reference_batch: int | None = None
+    num_workers: int = 0  # data-loading processes per rank (ImageFolder decoding wants several)
+    phases: tuple[Phase, ...] = field(default_factory=tuple)
+
+
+def load_preset(name_or_path: str) -> Preset:
+    """A preset by name (``moofa/presets/NAME.toml``) or by path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESETS_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.toml")))
+        raise InputError(f"unknown preset {name_or_path!r}; known: {known} (or a path to a .toml file)")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"{path}: not valid TOML: {e}") from None
+    phases = []
+    for i, p in enumerate(data.pop("phase", [])):
+        try:
+            for key in ("kernels", "depths", "expands"):
+                if isinstance(p.get(key), list):
+                    p[key] = tuple(p[key])
+            phases.append(Phase(**p))
+        except TypeError as e:
+            raise InputError(f"{path}: [[phase]] {i + 1}: {e}") from None
+    try:
+        preset = Preset(**{**data, "resolutions": tuple(data.get("resolutions", (28,))), "phases": tuple(phases)})
+    except TypeError as e:
+        raise InputError(f"{path}: {e}") from None
+    if not preset.phases:
+        raise InputError(f"{path}: no [[phase]] tables")
+    return preset
+
+
+# --- distributed plumbing ----------------------------------------------------------------------
+def _dist_setup():
+    """(rank, world_size, device) from torchrun's environment; one process otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        import torch.distributed as dist
+
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        rank = dist.get_rank()
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if backend == "nccl" else torch.device("cpu")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        return rank, world, device
+    return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _all_reduce_grads(model, world: int) -> None:
+    """Average gradients over ranks. Explicit (not DDP) because each step runs several subnets
+    that use different parameters; every rank samples the same subnets, so all hold the same set."""
+    if world == 1:
+        return
+    import torch.distributed as dist
+
+    for p in model.parameters():
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+        p.grad /= world
+
+
+def _average_buffers(model, world: int) -> None:
+    """Average batch-norm running statistics over ranks, so every rank holds the same model."""
+    if world == 1:
+        return
+    import torch.distributed as dist
+
+    for b in model.buffers():
+        if b.is_floating_point():
+            dist.all_reduce(b, op=dist.ReduceOp.SUM)
+            b /= world
+
+
+def cpu_threads(world: int = 1) -> int:
+    """Torch threads per process on a CPU run: leave a core for the data pipeline and the rest of
+    the machine (on a busy 2-core box two OpenMP threads wait on each other and run several times
+    slower than one)."""
+    return max(1, (os.cpu_count() or 1) // world - 1)
+
+
+# --- subnets of a phase -----------------------------------------------------------------------
+def resolve_choices(spec, available) -> tuple:
+    """A phase's choice spec ("max", "top2", "all" or a list) against the space's choices."""
+    ordered = tuple(sorted(available))
+    if isinstance(spec, str):
+        if spec == "all":
+            return ordered
+        if spec == "max":
+            return ordered[-1:]
+        if spec.startswith("top") and spec[3:].isdigit():
+            return ordered[-int(spec[3:]):]
+        if spec == "min":
+            return ordered[:1]
+        raise InputError(f"phase choice {spec!r}: expected max, min, topN, all or a list")
+    bad = [c for c in spec if c not in ordered]
+    if bad:
+        raise InputError(f"phase choices {list(spec)} include {bad}, not in this layout's {list(ordered)}")
+    return tuple(spec)
+
+
+def phase_config(space, phase: Phase, rng: random.Random, resolution: int):
+    """A subnet drawn uniformly from the phase's choices."""
+    from moofa.arch.space import SubnetConfig
+
+    kernels = resolve_choices(phase.kernels, space.kernel_choices)
+    depths = resolve_choices(phase.depths, space.depth_choices)
+    expands = resolve_choices(phase.expands, space.expand_choices)
+    ks, es = [], []
+    for _ in range(space.n_stages):
+        d = rng.choice(depths)
+        ks.append(tuple(rng.choice(kernels) for _ in range(d)))
+        es.append(tuple(rng.choice(expands) for _ in range(d)))
+    return SubnetConfig(space.layout.name, resolution, tuple(ks), tuple(es))
+
+
+# --- evaluation --------------------------------------------------------------------------------
+def _batch(x: torch.Tensor, device) -> torch.Tensor:
+    """A batch of images on ``device`` in channels-last order: convolutions (depthwise ones above
+    all) run about twice as fast that way on CPU (bench/bench_train_step.py)."""
+    return x.to(device, memory_format=torch.channels_last) if x.dim() == 4 else x.to(device)
+
+
+@torch.no_grad()
+def recalibrate_bn(net, loader, device) -> None:
+    """Re-estimate batch-norm statistics of a (static) subnet on ``loader`` (OFA's
+    set_running_statistics): cumulative averages over the images, then eval mode."""
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    net.train()
+    for x, _ in loader:
+        net(_batch(x, device))
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+    net.eval()
+
+
+@torch.no_grad()
+def top1(net, loader, device) -> tuple[float, int]:
+    """(fraction correct, images seen)."""
+    net.eval()
+    correct = total = 0
+    for x, y in loader:
+        correct += (net(_batch(x, device)).argmax(1).cpu() == y).sum().item()
+        total += len(y)
+    return correct / max(total, 1), total
+
+
+def evaluate_subnet(supernet, config, loaders, device, split: str = "val", bn_images: int = 2000, max_images: int | None = None):
+    """Extract ``config``, recalibrate its BN on validation images; return (top-1, images, subnet)."""
+    net = supernet.extract(config).to(device, memory_format=torch.channels_last)
+    recalibrate_bn(net, loaders.eval_loader("val", config.resolution, max_images=bn_images), device)
+    acc, n = top1(net, loaders.eval_loader(split, config.resolution, max_images=max_images), device)
+    return acc, n, net
+
+
+# --- the loop ----------------------------------------------------------------------------------
+def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
+    """A phase's learning rate at ``step``: linear warm-up to ``peak``, then cosine decay to 0."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    return 0.5 * peak * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, total_steps - warmup_steps)))
+
+
+def accumulate_gradients(model, teacher, phase: Phase, preset: Preset, x, y, rngs) -> tuple[float, float]:
+    """One step's gradients: a subnet per ``rngs`` entry drawn from the phase's choices, each
+    trained on the batch (cross-entropy, plus distillation from ``teacher`` when given).
+    Returns the mean loss and the mean top-1 on the batch."""
+    with torch.no_grad():
+        soft = F.softmax(teacher(x), dim=1) if teacher is not None else None
+    loss_sum = correct = 0.0
+    n = len(rngs)
+    for rng in rngs:
+        model.set_active(phase_config(model.space, phase, rng, x.shape[-1]))
+        logits = model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=preset.label_smoothing)
+        if soft is not None:
+            loss = loss + preset.kd_ratio * torch.mean(torch.sum(-soft * F.log_softmax(logits, dim=1), dim=1))
+        (loss / n).backward()
+        loss_sum += loss.item() / n
+        correct += (logits.argmax(1) == y).float().mean().item() / n
+    return loss_sum, correct
+
+
+def train(
+    preset: Preset,
+    layout_name: str,
+    out_dir: Path,
+    data_root: str | None = None,
+    resume: bool = False,
+    seed: int = 0,
+    max_steps: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train ``layout_name`` with ``preset`` into ``out_dir``; returns the final checkpoint path."""
+    from tqdm import tqdm
+
+    from moofa.arch.catalog import get_layout
+    from moofa.nn.supernet import Supernet
+    from moofa.train.data import make_loaders
+
+    rank, world, device = _dist_setup()
+    torch.manual_seed(seed)  # same initial weights on every rank and every run
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads(world))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path, final_path = out_dir / "checkpoint.pt", out_dir / "supernet.pt"
+
+    loaders = make_loaders(preset.dataset, data_root, preset.batch_size, preset.resolutions, preset.val_size, seed,
+                           distributed=world > 1, rank=rank, world_size=world, crop_padding=preset.crop_padding,
+                           num_workers=preset.num_workers, pin_memory=device.type == "cuda")
+    lr_scale = preset.batch_size * world / preset.lr_reference_batch if preset.lr_reference_batch else 1.0
+    info = loaders.info
+    layout = get_layout(layout_name, resolution=max(preset.resolutions), in_channels=info.in_channels, num_classes=info.num_classes)
+    meta = {
+        "layout": layout.to_dict(),  # the solved widths: loaded as stored, whatever the solver says later
+        "dataset": info.to_json(), "preset": asdict(preset), "seed": seed, "dropout": preset.dropout,
+        "resolutions": list(preset.resolutions), "phase": 0, "epoch": 0, "step": 0, "global_step": 0,
+        "val_indices_digest": hashlib.sha256(loaders.val_indices.tobytes()).hexdigest()[:16], "history": [],
+    }
+    model = Supernet(layout, dropout=preset.dropout).to(device, memory_format=torch.channels_last)
+    teacher = None
+    state = None
+    if resume and ckpt_path.exists():
+        state, saved = load_checkpoint(ckpt_path)
+        if saved["layout"]["name"] != layout.name or saved["preset"]["name"] != preset.name:
+            raise InputError(f"{ckpt_path}: was trained as {saved['layout']['name']} / {saved['preset']['name']}, not {layout.name} / {preset.name}")
+        if stored_layout(saved) != layout:  # the solver changed since: go on with the layout the run started with
+            layout = stored_layout(saved)
+            meta["layout"] = saved["layout"]
+            model = Supernet(layout, dropout=preset.dropout).to(device, memory_format=torch.channels_last)
+        model.load_state_dict(state["model"])
+        torch.set_rng_state(state["rng_torch"])
+        meta.update({k: saved[k] for k in ("phase", "epoch", "step", "global_step", "history")})
+        if "teacher" in state:
+            teacher = copy.deepcopy(model)
+            teacher.load_state_dict(state["teacher"])
+    steps_per_epoch = loaders.train.sampler.steps_per_epoch()
+    metrics_path = out_dir / "metrics.csv"
+    if rank == 0 and not metrics_path.exists():
+        metrics_path.write_text("time,phase,epoch,step,global_step,lr,loss,top1,imgs_per_s\n")
+    last_save, steps_done = time.monotonic(), 0
+
+    for phase_index in range(meta["phase"], len(preset.phases)):
+        phase = preset.phases[phase_index]
+        resuming_phase = state is not None and phase_index == meta["phase"]
+        if phase.distill and teacher is None:
+            teacher = copy.deepcopy(model).eval()  # the trained largest subnet
+            teacher.set_max()
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+        if phase.reorganize is not None and not (resuming_phase and (meta["epoch"] or meta["step"])):
+            model.reorganize_channels(phase.reorganize)
+            model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.SGD(model.parameters(), lr=phase.lr * lr_scale, momentum=preset.momentum, nesterov=True, weight_decay=preset.weight_decay)
+        if resuming_phase and "optimizer" in state:
+            optimizer.load_state_dict(state["optimizer"])
+        total_steps = max(1, math.ceil(phase.epochs * steps_per_epoch))
+        warmup_steps = int(phase.warmup_epochs * steps_per_epoch)
+        start_epoch = meta["epoch"] if resuming_phase else 0
+        phase_step = start_epoch * steps_per_epoch + (meta["step"] if resuming_phase else 0)
+        n_epochs = math.ceil(phase.epochs)
+        bar = tqdm(total=total_steps, initial=phase_step, desc=f"{layout.name} {phase.name}", disable=not progress or rank != 0,
+                   unit="step", dynamic_ncols=True)
+        for epoch in range(start_epoch, n_epochs):
+            start_step = meta["step"] if (resuming_phase and epoch == start_epoch) else 0
+            loaders.set_epoch(phase_index * 10_000 + epoch, start_step)
+            model.train()
+            for step, (x, y) in enumerate(loaders.train, start=start_step):
+                if phase_step >= total_steps:
+                    break
+                t0 = time.perf_counter()
+                lr = lr_at(phase_step, total_steps, warmup_steps, phase.lr * lr_scale)
+                for g in optimizer.param_groups:
+                    g["lr"] = lr
+                x, y = _batch(x, device), y.to(device)
+                optimizer.zero_grad(set_to_none=True)
+                rngs = [random.Random(hash((seed, phase_index, epoch, step, k)) & 0xFFFFFFFF) for k in range(phase.subnets_per_step)]
+                loss_sum, correct = accumulate_gradients(model, teacher if phase.distill else None, phase, preset, x, y, rngs)
+                _all_reduce_grads(model, world)
+                optimizer.step()
+                _average_buffers(model, world)
+                phase_step += 1
+                steps_done += 1
+                meta.update(phase=phase_index, epoch=epoch, step=step + 1, global_step=meta["global_step"] + 1)
+                rate = len(y) * world / (time.perf_counter() - t0)
+                bar.set_postfix(loss=f"{loss_sum:.3f}", acc=f"{correct:.3f}", lr=f"{lr:.2e}", imgs_s=f"{rate:.0f}")
+                bar.update(1)
+                if rank == 0 and (step % 20 == 0):
+                    with metrics_path.open("a", newline="") as f:
+                        csv.writer(f).writerow([f"{time.time():.0f}", phase.name, epoch, step, meta["global_step"], f"{lr:.5g}", f"{loss_sum:.4f}", f"{correct:.4f}", f"{rate:.1f}"])
+                if rank == 0 and time.monotonic() - last_save > preset.checkpoint_every_s:
+                    _save_progress(ckpt_path, model, meta, optimizer, teacher)
+                    last_save = time.monotonic()
+                if max_steps is not None and steps_done >= max_steps:
+                    bar.close()
+                    return _finish(out_dir, ckpt_path, final_path, model, meta, optimizer, teacher, rank, world, partial=True)
+            meta.update(epoch=epoch + 1, step=0)
+            if phase_step >= total_steps:
+                break
+        bar.close()
+        # Phase done: record the largest and smallest subnets' validation accuracy.
+        if rank == 0:
+            res = max(preset.resolutions)
+            acc_max, _, _ = evaluate_subnet(model, model.space.max_config(res), loaders, device, bn_images=preset.bn_recal_images)
+            acc_min, _, _ = evaluate_subnet(model, phase_config(model.space, _smallest(phase, model.space), random.Random(0), min(preset.resolutions)), loaders, device, bn_images=preset.bn_recal_images)
+            meta["history"].append({"phase": phase.name, "val_top1_max": acc_max, "val_top1_min": acc_min, "global_step": meta["global_step"]})
+            print(f"[moofa train] {layout.name} {phase.name}: val top-1 largest {acc_max:.4f}, smallest {acc_min:.4f}", flush=True)
+        meta.update(phase=phase_index + 1, epoch=0, step=0)
+        state = None
+        if rank == 0:
+            _save_progress(ckpt_path, model, meta, None, teacher)
+    return _finish(out_dir, ckpt_path, final_path, model, meta, None, teacher, rank, world, partial=False)
+
+
+def _smallest(phase: Phase, space) -> Phase:
+    """The phase's smallest subnet (for the end-of-phase report)."""
+    pick = lambda spec, avail: (min(resolve_choices(spec, avail)),)  # noqa: E731
+    return Phase(phase.name, 0, 0, pick(phase.kernels, space.kernel_choices), pick(phase.depths, space.depth_choices),
+                 pick(phase.expands, space.expand_choices))
+
+
+def _save_progress(path, model, meta, optimizer, teacher):
+    save_checkpoint(path, model, meta, optimizer, {"teacher": contiguous_state(teacher.state_dict())} if teacher is not None else None)
+
+
+def _finish(out_dir, ckpt_path, final_path, model, meta, optimizer, teacher, rank, world, partial: bool) -> Path:
+    digests = [weights_digest(model)]
+    if world > 1:
+        import torch.distributed as dist
+
+        gathered = [None] * world
+        dist.all_gather_object(gathered, digests[0])
+        digests = gathered
+    if rank == 0:
+        _save_progress(ckpt_path, model, meta, optimizer, teacher)
+        if not partial:
+            save_checkpoint(final_path, model, meta)  # weights + metadata only: the bundled form
+        summary = {"partial": partial, "global_step": meta["global_step"], "history": meta["history"], "rank_weight_digests": digests}
+        write_atomically(out_dir / "train_summary.json", json.dumps(summary, indent=2))
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    return final_path if not partial else ckpt_path

@@ -1,0 +1,1 @@
+"""The board database (`targets/*.toml`) and the SRAM/flash budget arithmetic."""

@@ -1,0 +1,146 @@
+"""Firmware files for a TFLM project, rendered from ``firmware_templates/`` with Jinja2.
+
+``model_data.h/.cc`` follow TFLM's convention (``alignas(16) const unsigned char g_model[]`` and
+its length), ``model_ops.h`` registers exactly the operator kinds the model uses in a
+``MicroMutableOpResolver<N>``, ``model_config.h`` carries the arena size (the prediction for the
+board times its margin), the input/output shapes and quantization, and the labels; ``main.cc``
+is an example entry point.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from toolchain.errors import InputError
+from toolchain.files import write_atomically
+from toolchain.ir.graph import Graph
+from toolchain.memory.estimate import ArenaEstimate
+from toolchain.memory.planner import align_up
+from toolchain.resources import shipped_dir
+from toolchain.runtime.runner import run
+
+TEMPLATES_DIR = shipped_dir("firmware_templates")
+VERSION = "0.1.0"
+
+# TFLite builtin -> MicroMutableOpResolver method (tensorflow/lite/micro/micro_mutable_op_resolver.h).
+RESOLVER_METHODS = {
+    "ABS": "AddAbs", "ADD": "AddAdd", "AVERAGE_POOL_2D": "AddAveragePool2D", "BATCH_MATMUL": "AddBatchMatMul",
+    "CONCATENATION": "AddConcatenation", "CONV_2D": "AddConv2D", "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D",
+    "DEQUANTIZE": "AddDequantize", "EXP": "AddExp", "FULLY_CONNECTED": "AddFullyConnected",
+    "HARD_SWISH": "AddHardSwish", "LEAKY_RELU": "AddLeakyRelu", "LOGISTIC": "AddLogistic",
+    "MAX_POOL_2D": "AddMaxPool2D", "MAXIMUM": "AddMaximum", "MEAN": "AddMean", "MINIMUM": "AddMinimum",
+    "MUL": "AddMul", "PACK": "AddPack", "PAD": "AddPad", "PADV2": "AddPadV2", "PRELU": "AddPrelu",
+    "QUANTIZE": "AddQuantize", "RELU": "AddRelu", "RELU6": "AddRelu6", "RESHAPE": "AddReshape",
+    "RESIZE_NEAREST_NEIGHBOR": "AddResizeNearestNeighbor", "RESIZE_BILINEAR": "AddResizeBilinear",
+    "SHAPE": "AddShape", "SOFTMAX": "AddSoftmax", "SPLIT": "AddSplit", "SQUEEZE": "AddSqueeze",
+    "STRIDED_SLICE": "AddStridedSlice", "SUB": "AddSub", "SUM": "AddSum", "TANH": "AddTanh",
+    "TRANSPOSE": "AddTranspose", "TRANSPOSE_CONV": "AddTransposeConv", "UNPACK": "AddUnpack",
+}
+
+# TfLitePtrUnion member for each element type (tensorflow/lite/core/c/common.h).
+_PTR_FIELDS = {"int8": "int8", "uint8": "uint8", "int16": "i16", "int32": "i32", "float32": "f"}
+
+# arm-none-eabi-gcc flags per core (the board file's `core`).
+ARM_CPU_FLAGS = {
+    "cortex-m0plus": ["-mcpu=cortex-m0plus"],
+    "cortex-m4": ["-mcpu=cortex-m4"],
+    "cortex-m4f": ["-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard"],
+    "cortex-m7": ["-mcpu=cortex-m7", "-mfpu=fpv5-d16", "-mfloat-abi=hard"],
+    "cortex-m33": ["-mcpu=cortex-m33", "-mfpu=fpv5-sp-d16", "-mfloat-abi=hard"],
+}
+
+FIRMWARE_FILES = ("model_data.h", "model_data.cc", "model_ops.h", "model_config.h", "main.cc")
+
+
+@dataclass(frozen=True)
+class OpRegistration:
+    kind: str
+    method: str
+
+
+def resolver_ops(graph: Graph) -> list[OpRegistration]:
+    """The resolver calls for every distinct op kind, in first-use order."""
+    missing = [k for k in graph.op_kinds if k not in RESOLVER_METHODS]
+    if missing:
+        raise InputError(f"TFLM's op resolver has no registration for {', '.join(missing)}; the model cannot run on TFLM")
+    return [OpRegistration(k, RESOLVER_METHODS[k]) for k in graph.op_kinds]
+
+
+def arena_size_for(estimate: ArenaEstimate, margin: float) -> int:
+    return align_up(int(-(-estimate.arena_bytes * margin // 1)))
+
+
+def _hex_lines(data: bytes, per_line: int = 16) -> list[str]:
+    return [", ".join(f"0x{b:02x}" for b in data[i : i + per_line]) + "," for i in range(0, len(data), per_line)]
+
+
+def render_firmware(
+    model_bytes: bytes,
+    graph: Graph,
+    target,
+    estimate: ArenaEstimate,
+    out_dir: Path,
+    model_name: str = "model.tflite",
+    labels: list[str] | None = None,
+) -> dict[str, Path]:
+    """Write the firmware files into ``out_dir``; returns name -> path."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    src, dst = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
+    context = {
+        "version": VERSION,
+        "model_name": model_name,
+        "model_bytes": len(model_bytes),
+        "guard": "MOOFA_" + re.sub(r"[^A-Z0-9]", "_", target.name.upper()),
+        "hex_lines": _hex_lines(model_bytes),
+        "ops": resolver_ops(graph),
+        "target": target,
+        "arena": estimate.to_dict() | {"arena_bytes": estimate.arena_bytes},
+        "arena_size": arena_size_for(estimate, target.arena_margin),
+        "input": src,
+        "output": dst,
+        "output_field": _PTR_FIELDS.get(dst.dtype, "int8"),
+        "labels": [str(label).replace('"', "'") for label in (labels or [])],
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name in FIRMWARE_FILES:
+        text = env.get_template(name + ".j2").render(**context)
+        written[name] = write_atomically(out_dir / name, text)
+    return written
+
+
+@dataclass
+class CompileCheck:
+    compiled: bool
+    section_bytes: int  # bytes of g_model's section in the object file
+    fits_flash: bool
+    reason: str = ""
+
+
+def compile_model_data(model_data_cc: Path, core: str, flash_bytes: int) -> CompileCheck:
+    """Compile ``model_data.cc`` with arm-none-eabi-g++ for ``core`` and size its data section."""
+    if core not in ARM_CPU_FLAGS:
+        return CompileCheck(False, 0, True, f"no Arm compiler flags for core {core!r}")
+    gxx, size = shutil.which("arm-none-eabi-g++"), shutil.which("arm-none-eabi-size")
+    if not gxx or not size:
+        return CompileCheck(False, 0, True, "arm-none-eabi-g++ not installed (apt-get install gcc-arm-none-eabi)")
+    with tempfile.TemporaryDirectory() as tmp:
+        obj = Path(tmp) / "model_data.o"
+        cmd = [gxx, *ARM_CPU_FLAGS[core], "-mthumb", "-Os", "-std=c++17", "-c", str(model_data_cc), "-o", str(obj)]
+        proc = run(cmd, what="arm-none-eabi-g++", timeout_s=300)
+        if proc.returncode != 0:
+            return CompileCheck(False, 0, False, proc.stderr.strip().splitlines()[-1] if proc.stderr else "compile failed")
+        out = run([size, "-A", str(obj)], what="arm-none-eabi-size", timeout_s=60, check=True).stdout
+    section = sum(int(n) for name, n in re.findall(r"^(\.rodata\S*|\.text\S*)\s+(\d+)", out, re.M))
+    return CompileCheck(True, section, section <= flash_bytes)

@@ -1,0 +1,127 @@
+"""Scratch buffers that kernels request in the arena head, per kernel library.
+
+A kernel asks for scratch in its ``Prepare`` (``RequestScratchBufferInArena``); the buffer lives
+for that op only and is planned with the tensors. What is asked depends on the kernel library
+the board's firmware links, named by the board file's ``kernel_library``:
+
+- ``reference``: TFLM's portable kernels, which the ``tflite-micro`` host build runs. Of the ops
+  moofa models, only ``MEAN`` asks: (int8/int16 only) an int32 accumulator per output element,
+  then one int per input dimension and one per reduced axis (tflite-micro
+  ``kernels/reduce_common.cc``; the three requests were confirmed by the measured arena).
+- ``cmsis-nn``: Arm's CMSIS-NN kernels for Cortex-M with the DSP extension (not MVE):
+  ``arm_convolve_s8_get_buffer_size`` = 2 x (kernel_h x kernel_w x in_channels) int16 im2col
+  columns, none for 1x1 stride-1 unpadded convolutions (``arm_convolve_1x1_s8_fast``);
+  ``arm_depthwise_conv_s8_opt_get_buffer_size`` = in_channels x kernel_h x kernel_w int16 for
+  depth multiplier 1, except 3x3 kernels with padding <= 1 (``arm_depthwise_conv_3x3_s8``, none);
+  ``arm_avgpool_s8_get_buffer_size`` = in_channels int32; fully connected none on DSP cores.
+  (CMSIS-NN ``Source/*/arm_*_get_buffer_size*.c``; TFLM ``kernels/cmsis_nn/*.cc`` requests them.)
+- ``esp-nn``: Espressif's ESP32-S3 kernels. ``esp_nn_get_conv_scratch_size_esp32s3`` =
+  2 x (filter + input + 8 x in_channels) + 32 bytes for convolutions that are not 1x1;
+  depthwise = 2 x (padded input + filter) + 32 bytes (esp-nn ``src/convolution/*_esp32s3.c``).
+  These are estimates of a library that changes between releases; cmsis-nn and esp-nn figures
+  cannot be measured on this machine and are documented, not verified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from toolchain.ir.graph import Graph
+from toolchain.memory.planner import ScratchRequest
+
+
+def _mean_requests(graph: Graph, i: int) -> list[ScratchRequest]:
+    op = graph.ops[i]
+    src, out = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
+    axes = graph.tensors[op.inputs[1]].element_count if len(op.inputs) > 1 and op.inputs[1] >= 0 else 1
+    requests = [
+        ScratchRequest(i, 4 * len(src.shape), "MEAN input dims"),
+        ScratchRequest(i, 4 * axes, "MEAN resolved axes"),
+    ]
+    if src.dtype in ("int8", "uint8", "int16"):
+        requests.insert(0, ScratchRequest(i, 4 * out.element_count, "MEAN int32 accumulators"))
+    return requests
+
+
+def _conv_geometry(graph: Graph, i: int):
+    op = graph.ops[i]
+    src = graph.tensors[op.inputs[0]]
+    weights = graph.tensors[op.inputs[1]]
+    _, kh, kw, _ = weights.shape if len(weights.shape) == 4 else (0, 1, 1, 0)
+    in_h, in_w, in_c = (src.shape[1], src.shape[2], src.shape[3]) if len(src.shape) == 4 else (1, 1, src.shape[-1])
+    return op, src, weights, kh, kw, in_h, in_w, in_c
+
+
+def _cmsis_requests(graph: Graph, i: int) -> list[ScratchRequest]:
+    op = graph.ops[i]
+    if op.kind == "MEAN":
+        return _mean_requests(graph, i)
+    if graph.tensors[op.inputs[0]].dtype != "int8":
+        return []
+    if op.kind == "CONV_2D":
+        op, src, w, kh, kw, _, _, in_c = _conv_geometry(graph, i)
+        unpadded = op.attrs.get("padding") == "VALID" or (kh == 1 and kw == 1)
+        if kh == 1 and kw == 1 and op.attrs.get("stride", (1, 1)) == (1, 1) and unpadded:
+            return []
+        return [ScratchRequest(i, 2 * kh * kw * in_c * 2, "CMSIS-NN im2col")]
+    if op.kind == "DEPTHWISE_CONV_2D":
+        op, src, w, kh, kw, _, _, in_c = _conv_geometry(graph, i)
+        if op.attrs.get("depth_multiplier", 1) != 1:
+            return []
+        if (kh, kw) == (3, 3) and op.attrs.get("dilation", (1, 1)) == (1, 1):
+            return []
+        return [ScratchRequest(i, in_c * kh * kw * 2, "CMSIS-NN depthwise opt")]
+    if op.kind == "AVERAGE_POOL_2D":
+        return [ScratchRequest(i, 4 * graph.tensors[op.inputs[0]].shape[-1], "CMSIS-NN avgpool")]
+    return []
+
+
+def _esp_requests(graph: Graph, i: int) -> list[ScratchRequest]:
+    op = graph.ops[i]
+    if op.kind == "MEAN":
+        return _mean_requests(graph, i)
+    if op.kind not in ("CONV_2D", "DEPTHWISE_CONV_2D") or graph.tensors[op.inputs[0]].dtype != "int8":
+        return []
+    op, src, w, kh, kw, in_h, in_w, in_c = _conv_geometry(graph, i)
+    if op.kind == "CONV_2D":
+        if kh == 1 and kw == 1:
+            return []
+        return [ScratchRequest(i, 2 * (w.element_count + src.element_count + 8 * in_c) + 32, "ESP-NN conv")]
+    padded = (in_h + kh - 1) * (in_w + kw - 1) * in_c
+    return [ScratchRequest(i, 2 * (padded + w.element_count) + 32, "ESP-NN depthwise")]
+
+
+@dataclass(frozen=True)
+class KernelLibrary:
+    """A kernel library a board's firmware can link: what its kernels ask for, and how TFLM builds it."""
+
+    name: str  # as a board file's ``kernel_library`` says it
+    optimized_kernel_dir: str  # TFLM Makefile's OPTIMIZED_KERNEL_DIR ("" = the reference kernels)
+    requests: Callable[[Graph, int], list[ScratchRequest]]  # the scratch op ``i`` asks for
+
+
+def _reference_requests(graph: Graph, i: int) -> list[ScratchRequest]:
+    return _mean_requests(graph, i) if graph.ops[i].kind == "MEAN" else []
+
+
+#: The kernel libraries moofa models: the one list boards, the CLI and the planner take names from.
+KERNEL_LIBRARIES: dict[str, KernelLibrary] = {
+    lib.name: lib
+    for lib in (
+        KernelLibrary("reference", "", _reference_requests),
+        KernelLibrary("cmsis-nn", "cmsis_nn", _cmsis_requests),
+        KernelLibrary("esp-nn", "esp_nn", _esp_requests),
+    )
+}
+
+
+def scratch_requests(graph: Graph, kernel_library: str = "reference") -> list[ScratchRequest]:
+    """Every scratch request the given kernel library's kernels make for ``graph``, in op order."""
+    if kernel_library not in KERNEL_LIBRARIES:
+        raise ValueError(f"unknown kernel library {kernel_library!r}; known: {', '.join(KERNEL_LIBRARIES)}")
+    per_op = KERNEL_LIBRARIES[kernel_library].requests
+    requests: list[ScratchRequest] = []
+    for i in range(len(graph.ops)):
+        requests += per_op(graph, i)
+    return requests

@@ -1,8 +1,10 @@
 """The ``moofa`` and ``moofa-deploy`` commands.
 
 Thin by design: parse flags, call library functions, print, set the exit code. Exit codes are a
-contract (docs/ARCHITECTURE.md): 0 success / fits, 1 ran fine but the model does not fit, 2 bad input
-or usage, reported in one line on stderr (a traceback only with ``--debug``). Heavy imports
+contract (docs/ARCHITECTURE.md): 0 success / fits, 1 ran fine but the model does not fit (or a
+check failed), 2 bad input or usage, 3 an internal error (a bug), each reported in one line on
+stderr; ``--debug`` adds the traceback and keeps the exit code. Interrupted: 130 (SIGINT) or 143
+(SIGTERM), after every child process is killed and nothing half-written is left. Heavy imports
 (TensorFlow, torch) happen inside the subcommand that needs them, so ``moofa verify`` starts fast.
 """
 
@@ -15,7 +17,39 @@ from pathlib import Path
 
 from toolchain.memory.scratch import KERNEL_LIBRARIES  # plain data, no heavy imports
 
-EXIT_OK, EXIT_DOES_NOT_FIT, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_DOES_NOT_FIT, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+
+
+# --- argument types: every numeric flag range-checked, the valid range in the message --------
+def _number(kind, lo=None, hi=None, lo_open=False, what=""):
+    import math
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        low_bad = lo is not None and (value <= lo if lo_open else value < lo)
+        if low_bad or (hi is not None and value > hi):
+            left = "(" if lo_open else "["
+            raise argparse.ArgumentTypeError(f"{text} is outside {left}{lo if lo is not None else '-inf'}, "
+                                             f"{hi if hi is not None else 'inf'}]{what}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+POSITIVE_INT = _number(int, 1)
+NON_NEGATIVE_INT = _number(int, 0)
+POSITIVE = _number(float, 0, lo_open=True)
+KIB = _number(float, 0, lo_open=True, what=" KiB")
+FRACTION = _number(float, 0, 1, lo_open=True)
+PROBABILITY = _number(float, 0, 1)
+RESOLUTION = _number(int, 8, 1024)
 
 DESCRIPTION = """\
 moofa: fit neural networks into microcontrollers.
@@ -38,7 +72,13 @@ examples:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors in one line with exit code 2."""
+    """argparse that reports usage errors in one line with exit code 2; every (sub)command takes
+    ``--debug`` (a traceback with the error line, same exit code)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                          help="on an error, also print the traceback (the exit code stays the same)")
 
     def error(self, message: str):  # noqa: D401
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
@@ -83,13 +123,13 @@ def _add_layout(sub) -> None:
         description="Print the OFA or the memory-balanced MOOFA layout for an input size.",
     )
     p.add_argument("name", help="layout: ofa or moofa")
-    p.add_argument("--resolution", "-r", type=int, default=224, help="input height and width (default 224)")
-    p.add_argument("--channels", "-c", type=int, default=3, help="input channels (default 3)")
+    p.add_argument("--resolution", "-r", type=RESOLUTION, default=224, help="input height and width (default 224)")
+    p.add_argument("--channels", "-c", type=_number(int, 1, 16), default=3, help="input channels (default 3)")
     p.add_argument("--memory", choices=("paper", "sram"), default=None,
                    help="memory to balance: paper (elements of input + output + weights per layer) or sram "
                         "(int8 arena bytes from the planner); default paper for moofa, sram for ofa")
-    p.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (default 1000)")
-    p.add_argument("--flash-budget", type=float, metavar="KB", help="moofa with --memory sram: cap the largest subnet's weights")
+    p.add_argument("--num-classes", type=_number(int, 2, 100_000), default=1000, help="classifier outputs (default 1000)")
+    p.add_argument("--flash-budget", type=KIB, metavar="KB", help="moofa with --memory sram: cap the largest subnet's weights")
     p.add_argument("--json", action="store_true", help="print JSON with a 'widths' list in network order")
 
 
@@ -107,7 +147,7 @@ def _add_plan(sub) -> None:
     p.add_argument("model", help="path to a .tflite file")
     p.add_argument("-o", "--out", help="output path (default MODEL.planned.tflite)")
     p.add_argument("--exact", action="store_true", help="also run OR-Tools CP-SAT to prove (or find) the optimum")
-    p.add_argument("--time-limit", type=float, default=10.0, help="seconds for --exact (default 10)")
+    p.add_argument("--time-limit", type=_number(float, 0, 3600, lo_open=True), default=10.0, help="seconds for --exact (default 10)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--kernel-library", choices=tuple(KERNEL_LIBRARIES), default=None,
                    help="leave room for this kernel library's scratch buffers (default reference)")
@@ -132,8 +172,8 @@ def _add_train(sub) -> None:
     p.add_argument("--data", help="dataset folder (default: the preset's dataset at its standard place)")
     p.add_argument("--out", help="run folder (default runs/LAYOUT-PRESET)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (smoke tests)")
+    p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
+    p.add_argument("--max-steps", type=POSITIVE_INT, help="stop after this many optimizer steps (smoke tests)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
 
@@ -145,10 +185,10 @@ def _add_eval(sub) -> None:
     )
     p.add_argument("--supernet", default="moofa", help="checkpoint path, or 'moofa' / 'ofa' for the bundled Fashion-MNIST supernets (default moofa)")
     p.add_argument("--subnet", default="max", help="max, min, random, or a subnet JSON file / block string (default max)")
-    p.add_argument("--resolution", type=int, help="input resolution for max/min/random (default: the largest trained)")
+    p.add_argument("--resolution", type=RESOLUTION, help="input resolution for max/min/random (default: the largest trained)")
     p.add_argument("--data", help="dataset folder (default: the checkpoint's dataset at its standard place)")
     p.add_argument("--split", choices=("test", "val"), default="test", help="report on the test set (default) or the validation split")
-    p.add_argument("--seed", type=int, default=0, help="seed for --subnet random")
+    p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="seed for --subnet random")
     p.add_argument("--json", action="store_true")
 
 
@@ -166,14 +206,14 @@ def _add_search(sub) -> None:
     )
     p.add_argument("--supernet", default="moofa", help="checkpoint, or moofa / ofa for the bundled ones (default moofa)")
     p.add_argument("--target", "-t", default="nucleo-f746zg", help="board (default nucleo-f746zg)")
-    p.add_argument("--sram-budget", type=float, metavar="KB", help="override the SRAM budget for the arena, in KiB")
-    p.add_argument("--flash-budget", type=float, metavar="KB", help="override the flash budget for the model, in KiB")
-    p.add_argument("--max-macs", type=float, metavar="M", help="at most this many million MACs")
-    p.add_argument("--population", type=int, default=100)
-    p.add_argument("--generations", type=int, default=500)
-    p.add_argument("--parent-ratio", type=float, default=0.25)
-    p.add_argument("--mutation-ratio", type=float, default=0.5)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sram-budget", type=KIB, metavar="KB", help="override the SRAM budget for the arena, in KiB")
+    p.add_argument("--flash-budget", type=KIB, metavar="KB", help="override the flash budget for the model, in KiB")
+    p.add_argument("--max-macs", type=POSITIVE, metavar="M", help="at most this many million MACs")
+    p.add_argument("--population", type=_number(int, 2), default=100, help="candidates per generation (default 100, at least 2)")
+    p.add_argument("--generations", type=POSITIVE_INT, default=500, help="evolution generations (default 500)")
+    p.add_argument("--parent-ratio", type=FRACTION, default=0.25, help="share of the population kept as parents, in (0, 1] (default 0.25)")
+    p.add_argument("--mutation-ratio", type=PROBABILITY, default=0.5, help="share of children made by mutation, in [0, 1] (default 0.5)")
+    p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
     p.add_argument("--out", help="write the winning subnet config (JSON) here")
     p.add_argument("--pareto", metavar="PREFIX", help="write the accuracy/SRAM front as PREFIX.json and PREFIX.png")
     p.add_argument("--json", action="store_true")
@@ -190,8 +230,8 @@ def _add_sweep(sub) -> None:
     p.add_argument("--sram-budgets", default="16,32,64,128,256", help="comma-separated KiB (default 16,32,64,128,256)")
     p.add_argument("--targets", help="comma-separated boards to search for, each with its own budgets")
     p.add_argument("--flash-target", default="nucleo-f746zg", help="board whose flash budget and kernels the SRAM budgets use")
-    p.add_argument("--generations", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--generations", type=POSITIVE_INT, default=500, help="evolution generations (default 500)")
+    p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
     p.add_argument("--out", default="sweep", help="output prefix: PREFIX.md, PREFIX.json, PREFIX.png (default sweep)")
 
 
@@ -201,18 +241,17 @@ def _add_predictor(sub) -> None:
                                    "and save dataset and predictor next to the supernet. Runs across torchrun ranks.")
     p.add_argument("action", choices=("build",))
     p.add_argument("--supernet", default="moofa")
-    p.add_argument("--subnets", type=int, default=500, help="how many subnets to measure (default 500); a larger number after an earlier build (same --seed and --val-images) measures only the new ones")
-    p.add_argument("--val-images", type=int, default=None,
+    p.add_argument("--subnets", type=POSITIVE_INT, default=500, help="how many subnets to measure (default 500); a larger number after an earlier build (same --seed and --val-images) measures only the new ones")
+    p.add_argument("--val-images", type=POSITIVE_INT, default=None,
                    help="validation images per subnet (default: the whole validation split, 5,000 for the bundled presets; "
                         "fewer images make the predictor's targets noisier)")
     p.add_argument("--data", help="dataset folder (default: the supernet's dataset at its standard place)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
     p.add_argument("--json", action="store_true")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="moofa", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     _add_targets(sub)
@@ -248,6 +287,11 @@ def _cmd_verify(args) -> int:
     from toolchain.boards.targets import all_targets, resolve_targets
     from toolchain.verify import format_table, junit_xml, verify_model
 
+    from toolchain.files import check_outputs_are_not_inputs, output_target
+
+    check_outputs_are_not_inputs([args.junit], [args.model])
+    if args.junit:
+        output_target(args.junit)  # a device, FIFO or folder is refused before the work
     targets = all_targets() if args.all_targets else resolve_targets(args.target)
     v = verify_model(args.model, targets, measure=args.measure)
     if args.junit:
@@ -258,6 +302,11 @@ def _cmd_verify(args) -> int:
         print(format_table(v))
         if args.plan:
             print(v.results[0].estimate.plan.render())
+    if v.measured_exceeds_prediction:
+        print(f"moofa verify: TFLM measured a larger arena ({v.measured.arena_total_bytes:,} B) than predicted for the "
+              f"build it ran ({v.host_estimate.arena_bytes:,} B): the prediction cannot be trusted for this model",
+              file=sys.stderr)
+        return EXIT_DOES_NOT_FIT
     return EXIT_OK if v.fits else EXIT_DOES_NOT_FIT
 
 
@@ -281,7 +330,10 @@ def _cmd_plan(args) -> int:
         from toolchain.boards.targets import resolve_target
 
         library = resolve_target(args.target).kernel_library
+    from toolchain.files import check_outputs_are_not_inputs
+
     out = Path(args.out) if args.out else default_out_path(args.model)
+    check_outputs_are_not_inputs([out], [args.model])
     result = plan_model(args.model, out, exact=args.exact, time_limit_s=args.time_limit, kernel_library=library)
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_plan_result(result))
     return EXIT_OK
@@ -290,12 +342,16 @@ def _cmd_plan(args) -> int:
 def _cmd_train(args) -> int:
     from moofa.train.loop import load_preset, train
 
+    from toolchain.errors import InputError
+
     preset = load_preset(args.preset)
     out = Path(args.out or f"runs/{args.layout}-{preset.name}")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder")
     if not args.resume and (out / "checkpoint.pt").exists():
-        from toolchain.errors import InputError
-
         raise InputError(f"{out}/checkpoint.pt exists: pass --resume to continue it, or choose another --out")
+    if args.resume and not (out / "checkpoint.pt").is_file():
+        raise InputError(f"--resume: {out}/checkpoint.pt does not exist, so there is nothing to resume (drop --resume to start)")
     path = train(preset, args.layout, out, data_root=args.data, resume=args.resume, seed=args.seed,
                  max_steps=args.max_steps, progress=not args.no_progress)
     print(f"[moofa train] wrote {path}")
@@ -326,13 +382,28 @@ def _cmd_predictor(args) -> int:
 
 
 def _cmd_search(args) -> int:
+    from moofa.search.predictor import predictor_path_for
     from moofa.search.run import run_search
+    from moofa.train.evaluate import resolve_supernet
+    from toolchain.files import check_outputs_are_not_inputs, output_target
 
+    supernet = resolve_supernet(args.supernet)
+    outputs = [args.out, *((args.pareto + ".json", args.pareto + ".png") if args.pareto else ())]
+    check_outputs_are_not_inputs(outputs, [supernet, predictor_path_for(supernet)])
+    for out in outputs:
+        if out is not None:
+            output_target(out)
     return run_search(args)
 
 
 def _cmd_sweep(args) -> int:
+    from moofa.search.predictor import predictor_path_for
     from moofa.search.run import run_sweep
+    from moofa.train.evaluate import resolve_supernet
+    from toolchain.files import check_outputs_are_not_inputs
+
+    supernet = resolve_supernet(args.supernet)
+    check_outputs_are_not_inputs([args.out + ext for ext in (".md", ".json", ".png")], [supernet, predictor_path_for(supernet)])
 
     return run_sweep(args)
 
@@ -347,23 +418,47 @@ def _write_atomically(path: Path, text: str) -> None:
         raise InputError(f"{path}: cannot write: {e.strerror}") from None
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that every ``finally`` runs (children killed,
+    staging folders removed, a training checkpoint written) before the process exits 143."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def run(argv: list[str] | None, parser: argparse.ArgumentParser, commands: dict) -> int:
-    """Parse, dispatch and map errors to exit codes."""
+    """Parse, dispatch and map errors to exit codes (module docstring)."""
+    import signal
+    import traceback
+
     from toolchain.errors import InputError
 
     args = parser.parse_args(argv)
+    debug = getattr(args, "debug", False)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return commands[getattr(args, "command", None)](args)
     except InputError as e:
-        if getattr(args, "debug", False):
-            raise
+        if debug:
+            traceback.print_exc()
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"{parser.prog}: {'terminated' if isinstance(e, Terminated) else 'interrupted'}; nothing half-written was left",
+              file=sys.stderr)
+        return EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT
     except BrokenPipeError:
         return EXIT_OK
+    except Exception as e:  # noqa: BLE001 -- a bug: its own exit code, never 1 ("does not fit")
+        if debug:
+            traceback.print_exc()
+        detail = " ".join(str(e).split())[:200]
+        print(f"{parser.prog}: internal error ({type(e).__name__}: {detail}); rerun with --debug for the traceback "
+              "and report it", file=sys.stderr)
+        return EXIT_INTERNAL
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -416,16 +511,19 @@ def _cmd_deploy(args) -> int:
 
         read_model(model)  # reject a bad model before anything heavy is imported, written or printed
     from toolchain.deploy.pipeline import DeployOptions, deploy_tflite, summary_json
+    from toolchain.files import staged_folder
 
+    out = Path(args.out)
     options = DeployOptions(labels=args.labels.split(",") if args.labels else None, samples=args.samples,
-                            cross_check_steps=args.cross_check_steps)
+                            cross_check_steps=args.cross_check_steps, final_dir=out)
     say = (lambda msg: None) if args.json else (lambda msg: print(f"[moofa-deploy] {msg}", file=sys.stderr, flush=True))
-    if model.suffix.lower() == ".onnx":
-        from moofa.deploy_onnx import deploy_onnx
+    with staged_folder(out, _deploy_folder_names()) as work:  # all or nothing: --out appears only when everything passed
+        if model.suffix.lower() == ".onnx":
+            from moofa.deploy_onnx import deploy_onnx
 
-        result = deploy_onnx(model, target, Path(args.out), args.calibration, args.data, options, progress=say)
-    else:
-        result = deploy_tflite(model, target, Path(args.out), options, progress=say)
+            result = deploy_onnx(model, target, work, args.calibration, args.data, options, progress=say)
+        else:
+            result = deploy_tflite(model, target, work, options, progress=say)
     if args.json:
         print(summary_json(result))
     else:
@@ -441,6 +539,13 @@ def _cmd_deploy(args) -> int:
     return EXIT_OK if result.ok else EXIT_DOES_NOT_FIT
 
 
+def _deploy_folder_names() -> frozenset[str]:
+    """What any earlier ``moofa-deploy`` may have left in ``--out`` (a new deploy replaces the folder whole)."""
+    from toolchain.deploy.pipeline import OUTPUT_NAMES
+
+    return OUTPUT_NAMES | {"model.onnx", "subnet.json", "summary.json"}  # the supernet deploy's own files
+
+
 def _deploy_supernet(args) -> int:
     from moofa.train.evaluate import resolve_supernet
     from toolchain.boards.targets import resolve_target
@@ -448,11 +553,14 @@ def _deploy_supernet(args) -> int:
     target = resolve_target(args.target)
     resolve_supernet(args.supernet or "moofa")  # bad input is reported before torch and TensorFlow start
     from moofa.deploy import DoesNotFit, SupernetDeployOptions, deploy_supernet
+    from toolchain.files import staged_folder
 
     say = (lambda msg: None) if args.json else (lambda msg: print(f"[moofa-deploy] {msg}", file=sys.stderr, flush=True))
-    options = SupernetDeployOptions(seed=args.seed, data=args.data, cross_check_steps=args.cross_check_steps)
+    out = Path(args.out)
+    options = SupernetDeployOptions(seed=args.seed, data=args.data, cross_check_steps=args.cross_check_steps, final_dir=out)
     try:
-        summary = deploy_supernet(args.supernet or "moofa", target, Path(args.out), options, progress=say)
+        with staged_folder(out, _deploy_folder_names()) as work:  # all or nothing
+            summary = deploy_supernet(args.supernet or "moofa", target, work, options, progress=say)
     except DoesNotFit as e:
         print(f"moofa-deploy: {e}", file=sys.stderr)
         return EXIT_DOES_NOT_FIT
@@ -476,14 +584,13 @@ def deploy_main(argv: list[str] | None = None) -> int:
                              "as the model expects, to calibrate int8 (default for a 1x28x28 input: Fashion-MNIST)")
     parser.add_argument("--supernet", help="supernet checkpoint, or moofa / ofa for the bundled ones (default moofa)")
     parser.add_argument("--data", help="dataset folder for accuracy and calibration (default: the supernet's dataset)")
-    parser.add_argument("--seed", type=int, default=0, help="search seed (same seed, same model.tflite)")
+    parser.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="search seed (same seed, same model.tflite)")
     parser.add_argument("--labels", help="comma-separated class names for model_config.h")
-    parser.add_argument("--samples", type=int, default=32, help="inputs for the TFLM vs LiteRT cross-check (default 32)")
-    parser.add_argument("--cross-check-steps", type=int, default=2, metavar="N",
+    parser.add_argument("--samples", type=_number(int, 1, 10_000), default=32, help="inputs for the TFLM vs LiteRT cross-check (default 32)")
+    parser.add_argument("--cross-check-steps", type=NON_NEGATIVE_INT, default=2, metavar="N",
                         help="quantization steps TFLM's and LiteRT's int8 outputs may differ (default 2: their FULLY_CONNECTED "
                              "and HARD_SWISH kernels round differently; 0 demands bit-identical outputs)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary (sram/flash blocks as in verify)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     return run(argv, parser, {None: _cmd_deploy})
 
 

@@ -174,6 +174,7 @@ class SupernetDeployOptions:
     generations: int = 500
     calibration_images: int = 256
     cross_check_steps: int = 2
+    final_dir: Path | None = None  # where out_dir ends up (a staging folder renamed into place)
 
 
 def deploy_supernet(supernet_spec: str, target, out_dir: Path, options: SupernetDeployOptions | None = None,
@@ -273,9 +274,9 @@ def _deploy_supernet(worker: Int8Process, supernet_spec, target, out_dir: Path, 
     options = DeployOptions(
         labels=list(meta["dataset"].get("class_names") or []), seed=o.seed, inputs=quantize_images(staged, test_x[:32]),
         cross_check_steps=o.cross_check_steps, accuracy=accuracy, extra_files={"model.onnx": onnx_export.path},
-        timings_s=timings,
+        timings_s=timings, final_dir=o.final_dir,
         summary={"subnet": found.config.to_dict(), "supernet": str(setup.path), "export": export,
-                 "onnx": {"path": str(onnx_export.path), "opset": onnx_export.opset, "bytes": onnx_export.model_bytes,
+                 "onnx": {"path": str((o.final_dir or out_dir) / "model.onnx"), "opset": onnx_export.opset, "bytes": onnx_export.model_bytes,
                           "onnxruntime_vs_torch_max_abs_diff": onnx_export.max_abs_diff}},
     )
     summary = deploy_tflite(staged, target, out_dir, options, progress=say).to_dict()

@@ -327,6 +327,283 @@ def test_malformed_cifar_gives_one_line_input_error(tmp_path, damage):
         load_dataset("cifar10", root)
     assert_one_line_input_error(excinfo, *fragments)
 
+# CIFAR batches come from a folder the user names, so they are read by a restricted unpickler:
+# NumPy's array reconstruction and nothing else is resolved; any other global is refused before
+# it is looked up, so a hostile batch runs nothing.
+
+
+class _Py2Pickler(pickle._Pickler):
+    """Writes pickles the way the real CIFAR files were made (Python 2 cPickle, protocol 2,
+    NumPy 1): every str and bytes as a Python 2 string (BINSTRING), numpy.core global names."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def _save_py2_str(self, obj):
+        raw = obj if isinstance(obj, bytes) else obj.encode("latin-1")
+        if len(raw) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(raw)]) + raw)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(raw)) + raw)
+        self.memoize(obj)
+
+    dispatch[bytes] = _save_py2_str
+    dispatch[str] = _save_py2_str
+
+
+def py2_style_pickle(obj) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    _Py2Pickler(out, protocol=2).dump(obj)
+    return out.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+
+
+def real_format_batch(extra: dict | None = None, n=4, seed=5) -> dict:
+    """A CIFAR-10 batch dict with everything the real files hold."""
+    rng = np.random.default_rng(seed)
+    batch = {
+        b"batch_label": b"training batch 1 of 5",
+        b"labels": [int(v) for v in rng.integers(0, 10, n)],
+        b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        b"filenames": [f"img_{i:05d}.png".encode() for i in range(n)],
+    }
+    batch.update(extra or {})
+    return batch
+
+
+def batch_bytes(batch: dict, protocol) -> bytes:
+    return py2_style_pickle(batch) if protocol == "py2" else pickle.dumps(batch, protocol=protocol)
+
+
+def globals_named(payload: bytes) -> set[tuple[str, str]]:
+    """The globals a pickle names, found by unpickling it with a find_class that records them."""
+    import io
+
+    seen = set()
+
+    class Recorder(pickle.Unpickler):
+        def find_class(self, module, name):
+            seen.add((module, name))
+            return super().find_class(module, name)
+
+    Recorder(io.BytesIO(payload), encoding="bytes").load()
+    return seen
+
+
+def test_cifar_pickles_name_only_numpy_reconstruction_globals():
+    """What the restricted unpickler admits, checked against what real-format pickles name."""
+    np_core = f"{np.ndarray.__reduce__(np.zeros(1))[0].__module__}"  # numpy._core.multiarray on NumPy 2
+    expected_reconstruct = {("numpy", "ndarray"), ("numpy", "dtype"), (np_core, "_reconstruct")}
+    batch = real_format_batch()
+    assert globals_named(batch_bytes(batch, "py2")) == {
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+    }  # fmt: skip
+    assert globals_named(batch_bytes(batch, 2)) == expected_reconstruct | {("_codecs", "encode")}
+    assert globals_named(batch_bytes(batch, 4)) == expected_reconstruct
+    assert globals_named(batch_bytes(batch, 5)) == {("numpy", "dtype"), (np_core.replace("multiarray", "numeric"), "_frombuffer")}
+    for proto in ("py2", 2, 4, 5):
+        assert globals_named(batch_bytes(batch, proto)) <= set(data._CifarUnpickler._allowed)
+
+
+@pytest.mark.parametrize("protocol", ["py2", 2, 4, 5], ids=lambda p: f"protocol-{p}")
+def test_real_format_cifar_batches_load_the_same_arrays(tmp_path, protocol):
+    root = tmp_path / "c10"
+    root.mkdir()
+    batches = {}
+    for i, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
+        batches[name] = real_format_batch(seed=10 + i)
+        (root / name).write_bytes(batch_bytes(batches[name], protocol))
+    meta = {b"label_names": [b"plane", b"car", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"],
+            b"num_cases_per_batch": 4, b"num_vis": 3072}  # fmt: skip
+    (root / "batches.meta").write_bytes(batch_bytes(meta, protocol))
+
+    # What the old loader (plain pickle.load) made of the same files: the same arrays.
+    with open(root / "data_batch_2", "rb") as f:
+        plain = pickle.load(f, encoding="bytes")
+    np.testing.assert_array_equal(plain[b"data"], batches["data_batch_2"][b"data"])
+
+    info, train, test = load_dataset("cifar10", root)
+    assert info.class_names[:2] == ("plane", "car")
+    expected_x = np.concatenate([batches[f"data_batch_{i}"][b"data"] for i in range(1, 6)])
+    expected_y = np.concatenate([batches[f"data_batch_{i}"][b"labels"] for i in range(1, 6)])
+    np.testing.assert_array_equal(train.images.numpy(), expected_x.reshape(-1, 3, 32, 32))
+    np.testing.assert_array_equal(train.targets.numpy(), expected_y)
+    np.testing.assert_array_equal(test.images.numpy(), batches["test_batch"][b"data"].reshape(-1, 3, 32, 32))
+    assert test.images.numpy().flags.writeable
+
+
+class _WritesMarker:
+    """Unpickled by plain pickle, this opens (creates) ``path`` for writing."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+class _RunsShell:
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (self.command,))
+
+
+class _Calls:
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return (self.func, self.args)
+
+
+def _write_cifar10_with(root: Path, victim: str, payload: bytes) -> None:
+    make_cifar10_folder(root)
+    (root / victim).write_bytes(payload)
+
+
+@pytest.mark.parametrize("protocol", [2, 4], ids=lambda p: f"protocol-{p}")
+def test_hostile_cifar_batch_is_refused_and_runs_nothing(tmp_path, protocol):
+    root = tmp_path / "c10"
+    marker = tmp_path / "opened-by-the-pickle"
+    payload = pickle.dumps(real_format_batch({b"data": _WritesMarker(marker)}), protocol=protocol)
+    # The payload is live: plain pickle.load creates the file it names (here a decoy).
+    decoy = tmp_path / "decoy"
+    live = pickle.dumps(real_format_batch({b"data": _WritesMarker(decoy)}), protocol=protocol)
+    pickle.loads(live, encoding="bytes")[b"data"].close()
+    assert decoy.exists()
+
+    _write_cifar10_with(root, "data_batch_1", payload)
+    with pytest.raises(InputError) as excinfo:
+        load_dataset("cifar10", root)
+    assert_one_line_input_error(
+        excinfo, "refusing to load", "data_batch_1", "io.open", "which a CIFAR batch never contains"
+    )
+    assert not marker.exists()
+
+    shell_marker = tmp_path / "touched-by-the-shell"
+    shell = pickle.dumps(real_format_batch({b"labels": _RunsShell(f"touch '{shell_marker}'")}), protocol=protocol)
+    (root / "data_batch_1").write_bytes(shell)
+    with pytest.raises(InputError) as excinfo:
+        load_dataset("cifar10", root)
+    assert_one_line_input_error(excinfo, "refusing to load", "data_batch_1", "posix.system")
+    assert not shell_marker.exists()
+
+
+def _stack_global_with_newline() -> bytes:
+    name, attr = b"evil", b"run\nnow"
+    return (
+        b"\x80\x04" + b"\x8c" + bytes([len(name)]) + name + b"\x8c" + bytes([len(attr)]) + attr
+        + b"\x93" + b")" + b"R" + b"."
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["eval", "ordered-dict", "numpy-scalar-labels", "codecs-other-encoding", "numpy-load", "newline-name"],
+)
+def test_cifar_batch_naming_other_globals_is_refused(tmp_path, case):
+    import codecs
+    import collections
+
+    if case == "eval":
+        payload, refused = pickle.dumps(real_format_batch({b"batch_label": _Calls(eval, "1 + 1")})), "builtins.eval"
+    elif case == "ordered-dict":
+        payload, refused = pickle.dumps(collections.OrderedDict(real_format_batch())), "collections.OrderedDict"
+    elif case == "numpy-scalar-labels":
+        batch = real_format_batch({b"labels": list(np.arange(4, dtype=np.int64) % 10)})
+        payload, refused = pickle.dumps(batch), ".multiarray.scalar"
+    elif case == "codecs-other-encoding":  # _codecs.encode is admitted for latin1 bytes only
+        batch = real_format_batch({b"batch_label": _Calls(codecs.encode, "x", "rot13")})
+        payload, refused = pickle.dumps(batch, protocol=2), "_codecs.encode with encoding 'rot13'"
+    elif case == "numpy-load":  # NumPy, but not its array reconstruction
+        payload, refused = pickle.dumps(real_format_batch({b"data": _Calls(np.load, "x.npy", None, True)})), "numpy.load"
+    else:
+        payload, refused = _stack_global_with_newline(), "evil.run\\nnow"
+    root = tmp_path / "c10"
+    _write_cifar10_with(root, "test_batch", payload)
+    with pytest.raises(InputError) as excinfo:
+        load_dataset("cifar10", root)
+    assert_one_line_input_error(excinfo, "refusing to load", "test_batch", refused)
+
+
+def test_cifar_meta_file_is_read_with_the_same_restriction(tmp_path):
+    root = tmp_path / "c10"
+    marker = tmp_path / "opened-by-meta"
+    make_cifar10_folder(root)
+    (root / "batches.meta").write_bytes(pickle.dumps({b"label_names": _WritesMarker(marker)}))
+    with pytest.raises(InputError) as excinfo:
+        load_dataset("cifar10", root)
+    assert_one_line_input_error(excinfo, "refusing to load", "batches.meta", "io.open")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", ["py2", 2, 4, 5], ids=lambda p: f"protocol-{p}")
+@pytest.mark.parametrize("keep", [0.0, 0.02, 0.5, 0.99], ids=lambda k: f"keep-{k:g}")
+def test_truncated_cifar_batch_gives_one_line_input_error(tmp_path, protocol, keep):
+    root = tmp_path / "c10"
+    whole = batch_bytes(real_format_batch(), protocol)
+    _write_cifar10_with(root, "data_batch_4", whole[: int(len(whole) * keep)])
+    with pytest.raises(InputError) as excinfo:
+        load_dataset("cifar10", root)
+    assert_one_line_input_error(excinfo, "data_batch_4", "not a readable CIFAR python batch", "re-extract")
+
+
+def _structure_case(case):
+    n = 4
+    if case == "not-a-dict":
+        return [np.zeros((n, 3072), np.uint8)], ("holds a list", "not a CIFAR batch dictionary")
+    if case == "str-keys":
+        return {"data": np.zeros((n, 3072), np.uint8), "labels": [0] * n}, ("no `data` and `labels` entries",)
+    if case == "data-list":
+        return real_format_batch({b"data": [[0] * 3072] * n}), ("`data` is list", "uint8 N×3072")
+    if case == "data-float":
+        return real_format_batch({b"data": np.zeros((n, 3072), np.float32)}), ("float32 (4, 3072)", "uint8 N×3072")
+    if case == "data-3d":
+        return real_format_batch({b"data": np.zeros((n, 3, 1024), np.uint8)}), ("(4, 3, 1024)",)
+    if case == "no-images":
+        return real_format_batch({b"data": np.zeros((0, 3072), np.uint8), b"labels": []}), ("holds no images",)
+    if case == "labels-bytes":
+        return real_format_batch({b"labels": b"\x00\x01\x02\x03"}), ("`labels` is bytes", "list of ints")
+    if case == "labels-float":
+        return real_format_batch({b"labels": [0.0, 1.0, 2.0, 3.0]}), ("non-integers", "list of ints")
+    if case == "labels-bool":
+        return real_format_batch({b"labels": [True, False, True, False]}), ("non-integers",)
+    if case == "labels-range":
+        return real_format_batch({b"labels": [0, 1, 10, 2]}), ("label 10 in `labels`", "outside 0..9", "cifar10")
+    if case == "labels-negative":
+        return real_format_batch({b"labels": [0, -1, 1, 2]}), ("label -1", "outside 0..9")
+    assert case == "labels-count"
+    return real_format_batch({b"labels": [0] * 5}), ("4 images but 5 labels",)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["not-a-dict", "str-keys", "data-list", "data-float", "data-3d", "no-images",
+     "labels-bytes", "labels-float", "labels-bool", "labels-range", "labels-negative", "labels-count"],
+)  # fmt: skip
+def test_cifar_batch_structure_is_checked(tmp_path, case):
+    obj, fragments = _structure_case(case)
+    root = tmp_path / "c10"
+    _write_cifar10_with(root, "data_batch_3", pickle.dumps(obj))
+    with pytest.raises(InputError) as excinfo:
+        load_dataset("cifar10", root)
+    assert_one_line_input_error(excinfo, "data_batch_3", *fragments)
+
+
+def test_cifar100_labels_are_checked_against_100_classes(tmp_path):
+    root = tmp_path / "c100"
+    root.mkdir()
+    for name in ("train", "test"):
+        batch = {b"data": np.zeros((2, 3072), np.uint8), b"fine_labels": [99, 100], b"coarse_labels": [0, 0]}
+        (root / name).write_bytes(pickle.dumps(batch))
+    with pytest.raises(InputError) as excinfo:
+        load_dataset("cifar100", root)
+    assert_one_line_input_error(excinfo, "train", "label 100 in `fine_labels`", "outside 0..99", "cifar100")
+
 
 # --------------------------------------------------------------------------------------------
 # ImageFolder

@@ -14,7 +14,7 @@ from pathlib import Path
 from toolchain.boards.budget import Budget
 from toolchain.files import read_input_bytes
 from toolchain.ir.graph import Graph
-from toolchain.memory.estimate import ArenaEstimate, estimate_for_target
+from toolchain.memory.estimate import ArenaEstimate, estimate_arena, estimate_for_target
 from toolchain.tflite.reader import parse_model
 
 MEASURED_ON = "tflite-micro host interpreter (64-bit, reference kernels)"
@@ -64,6 +64,13 @@ class Verification:
     results: list[TargetResult]
     measured: object | None = None  # toolchain.runtime.tflm.Measurement
     notes: list[str] = field(default_factory=list)
+    host_estimate: ArenaEstimate | None = None  # the prediction for the build --measure runs
+
+    @property
+    def measured_exceeds_prediction(self) -> bool:
+        """TFLM needed more arena than predicted for the build it ran: the model cannot stand behind its figures."""
+        return self.measured is not None and self.host_estimate is not None and \
+            self.measured.arena_total_bytes > self.host_estimate.arena_bytes
 
     @property
     def fits(self) -> bool:
@@ -99,6 +106,8 @@ class Verification:
             "fits": self.fits,
             "targets": targets,
         }
+        if self.measured is not None:
+            out["measured_exceeds_prediction"] = self.measured_exceeds_prediction
         if self.notes:
             out["notes"] = self.notes
         return out
@@ -116,12 +125,13 @@ def verify_model(path: str | Path, targets: list, measure: bool = False) -> Veri
         notes.append(
             f"no measured tail figures for {', '.join(unknown)}: the tail uses a generous default for them"
         )
-    measured = None
+    measured = host = None
     if measure:
         from toolchain.runtime.tflm import measure as tflm_measure
 
         measured = tflm_measure(path)
-    return Verification(str(path), graph, results, measured, notes)
+        host = estimate_arena(graph, 8, "reference")  # the build the tflite-micro package runs
+    return Verification(str(path), graph, results, measured, notes, host)
 
 
 def _known_kinds() -> set[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from toolchain.boards.budget import Budget
 from toolchain.files import write_atomically
@@ -107,6 +108,8 @@ def run_sweep(args) -> int:
             kibs = [float(b) for b in args.sram_budgets.split(",") if b.strip()]
         except ValueError:
             raise InputError(f"--sram-budgets {args.sram_budgets!r}: expected comma-separated numbers of KiB") from None
+        if not all(math.isfinite(k) and k > 0 for k in kibs):
+            raise InputError(f"--sram-budgets {args.sram_budgets!r}: every budget must be a finite number of KiB above 0")
         flash = Budget.for_target(base).model_bytes
         runs += [(f"{k:g} KiB", base, int(k * 1024), flash) for k in kibs]
     for t in resolve_targets(args.targets) if args.targets else []:

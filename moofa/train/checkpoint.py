@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from toolchain.errors import InputError
-from toolchain.files import atomic_output
+from toolchain.files import atomic_output, check_input_file
 
 CHECKPOINT_FORMAT = "moofa-supernet/1"
 
@@ -57,15 +57,32 @@ def contiguous_state(state: dict) -> dict:
 def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
     """(state, meta) of a checkpoint, loaded without executing pickled code."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"{path}: no such checkpoint")
+    check_input_file(path, "a moofa checkpoint")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise InputError(f"{path}: not a moofa checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    except Exception as e:  # noqa: BLE001 -- a damaged file raises any of a dozen types
+        first = (str(e).splitlines() or [""])[0][:120]
+        raise InputError(f"{path}: not a moofa checkpoint ({type(e).__name__}: {first})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path}: not a moofa supernet checkpoint (format {state.get('format') if isinstance(state, dict) else '?'})")
-    return state, json.loads(state["meta_json"])
+    try:
+        meta = json.loads(state["meta_json"])
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"{path}: checkpoint metadata is missing or not JSON") from None
+    if not isinstance(meta, dict) or not isinstance(state.get("model"), dict):
+        raise InputError(f"{path}: checkpoint has no metadata object or no weights")
+    return state, meta
+
+
+def load_weights(net, state: dict, path) -> None:
+    """``state["model"]`` into ``net``, or a one-line error when the weights do not fit its layout."""
+    try:
+        net.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as e:
+        first = (str(e).splitlines() or [""])[0][:160]
+        raise InputError(f"{path}: the weights do not match the stored layout ({first})") from None
 
 
 def stored_layout(meta: dict):

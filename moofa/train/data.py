@@ -43,9 +43,17 @@ A missing or malformed dataset raises :class:`toolchain.errors.InputError` with 
 names the file and the fix. IDX files are checked for magic number (``00 00 08 NN``: unsigned
 bytes, NN dimensions), dimensions, payload length, gzip integrity and label/image agreement.
 
-**Pickle risk.** CIFAR's python batches are pickles, and unpickling can run arbitrary code. They
-are read (``pickle.load(f, encoding="bytes")``) only from a folder the user names; nothing is
-ever downloaded or read from a default location. Only pass a CIFAR folder you trust.
+**Pickles.** CIFAR's python batches are pickles, and a plain ``pickle.load`` of a hostile file runs
+any code it names. They are read only from a folder the user names (nothing is downloaded or read
+from a default location), and with a restricted unpickler that resolves only the globals the
+format needs: NumPy's array reconstruction (``numpy.core.multiarray._reconstruct``, spelled
+``numpy._core.multiarray`` by NumPy 2, with ``numpy.ndarray`` and ``numpy.dtype``; protocol 5's
+``numpy._core.numeric._frombuffer``) and, for bytes pickled by Python 3 at protocols 0–2,
+``_codecs.encode`` — replaced by a stand-in that only encodes a str as Latin-1. Any other global
+(``os.system``, ``builtins.eval``, even ``collections.OrderedDict``) is refused before it is looked
+up, with an :class:`~toolchain.errors.InputError` naming the file and the global, so nothing in the
+file is called but those. What loads is then checked: a dict with bytes keys, ``data`` a uint8
+N×3072 array with N ≥ 1, the labels a list of N ints within the dataset's classes.
 
 **The split.** ``train_val_split(n, val_size, seed)`` carves a validation set out of the
 training set (5,000 of Fashion-MNIST's 60,000 by default). It is used for BN recalibration,
@@ -365,34 +373,106 @@ def _load_idx(root: Path, name: str) -> tuple[DatasetInfo, ImageTensorDataset, I
 # --------------------------------------------------------------------------------------------
 
 
+class _RefusedGlobal(Exception):
+    """Raised inside the unpickler when a pickle names something a CIFAR batch never contains."""
+
+    def __init__(self, what: str):
+        super().__init__(what)
+        self.what = what
+
+
+def _printable(text: str, limit: int = 80) -> str:
+    """``text`` as one printable ASCII line of at most ``limit`` characters (names read from a file)."""
+    text = text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _latin1_bytes(text: object, encoding: object = "utf-8", errors: object = "strict") -> bytes:
+    """Stand-in for ``_codecs.encode``: Python 3 pickles ``bytes`` at protocols 0-2 as
+    ``_codecs.encode(<str>, "latin1")``; that call, and no other, is let through."""
+    if type(text) is not str or encoding not in ("latin1", "latin-1") or errors != "strict":
+        raise _RefusedGlobal(f"_codecs.encode with encoding {_printable(repr(encoding), 40)}")
+    return text.encode("latin-1")
+
+
+def _cifar_globals() -> dict[tuple[str, str], Any]:
+    """The only globals a CIFAR batch pickle may name, resolved here (not by importing what the
+    file names). NumPy 1 pickles say ``numpy.core``, NumPy 2 ``numpy._core``: both map to the
+    running NumPy's functions."""
+    try:
+        from numpy._core import multiarray, numeric
+    except ImportError:  # NumPy < 1.26 has no numpy._core
+        from numpy.core import multiarray, numeric
+    allowed: dict[tuple[str, str], Any] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_bytes,
+    }
+    for package in ("numpy.core", "numpy._core"):
+        allowed[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct  # protocols 0-4
+        allowed[(f"{package}.numeric", "_frombuffer")] = numeric._frombuffer  # protocol 5
+    return allowed
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR python batches and nothing else: see "Pickles" in the module docstring."""
+
+    _allowed = _cifar_globals()
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self._allowed[(module, name)]
+        except KeyError:
+            raise _RefusedGlobal(_printable(f"{module}.{name}")) from None
+
+
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="bytes")
+            obj = _CifarUnpickler(f, encoding="bytes").load()
+    except _RefusedGlobal as e:
+        raise InputError(
+            f"refusing to load `{path}`: it references {e.what}, which a CIFAR batch never contains"
+        ) from None
     except OSError as e:
         raise InputError(f"`{path}` cannot be read: {_one_line(e.strerror or e)}") from None
-    except Exception as e:  # a corrupt pickle raises any of a dozen types
+    except Exception as e:  # a corrupt or truncated pickle raises any of a dozen types
         raise InputError(
             f"`{path}` is not a readable CIFAR python batch ({type(e).__name__}): re-extract the "
             "cifar-*-python.tar.gz archive"
         ) from None
-    if not isinstance(obj, dict):
+    if type(obj) is not dict:
         raise InputError(f"`{path}` holds a {type(obj).__name__}, not a CIFAR batch dictionary")
     return obj
 
 
-def _cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+def _cifar_batch(path: Path, label_key: bytes, num_classes: int, name: str) -> tuple[np.ndarray, np.ndarray]:
     batch = _unpickle(path)
+    key = label_key.decode()
     if b"data" not in batch or label_key not in batch:
-        raise InputError(f"`{path}` has no `data` and `{label_key.decode()}` entries: is it a CIFAR python batch?")
+        raise InputError(f"`{path}` has no `data` and `{key}` entries: is it a CIFAR python batch?")
     data = batch[b"data"]
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+    if type(data) is not np.ndarray or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         shape = getattr(data, "shape", type(data).__name__)
-        raise InputError(f"`{path}`: `data` is {shape}, expected uint8 N×3072 (32×32 RGB, planar)")
-    labels = np.asarray(batch[label_key], dtype=np.int64)
-    if labels.ndim != 1 or labels.shape[0] != data.shape[0]:
-        raise InputError(f"`{path}` holds {data.shape[0]} images but {labels.size} labels")
-    return data.reshape(-1, 3, 32, 32), labels
+        dtype = getattr(data, "dtype", None)
+        what = f"{dtype} {shape}" if dtype is not None and dtype != np.uint8 else f"{shape}"
+        raise InputError(f"`{path}`: `data` is {what}, expected uint8 N×3072 (32×32 RGB, planar)")
+    if data.shape[0] == 0:
+        raise InputError(f"`{path}` holds no images: re-extract the cifar-*-python.tar.gz archive")
+    labels = batch[label_key]
+    if type(labels) is not list or any(type(v) is not int for v in labels):
+        what = type(labels).__name__ if type(labels) is not list else "a list holding non-integers"
+        raise InputError(f"`{path}`: `{key}` is {what}, expected a list of ints")
+    if len(labels) != data.shape[0]:
+        raise InputError(f"`{path}` holds {data.shape[0]} images but {len(labels)} labels")
+    bad = next((v for v in labels if not 0 <= v < num_classes), None)
+    if bad is not None:
+        raise InputError(
+            f"`{path}`: label {_printable(str(bad), 24)} in `{key}` is outside 0..{num_classes - 1}: is this {name}?"
+        )
+    if not data.flags.writeable:  # protocol 5 may give a read-only view of the pickle's bytes
+        data = data.copy()
+    return np.ascontiguousarray(data).reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
 
 
 def _load_cifar(root: Path, name: str) -> tuple[DatasetInfo, ImageTensorDataset, ImageTensorDataset]:
@@ -413,19 +493,16 @@ def _load_cifar(root: Path, name: str) -> tuple[DatasetInfo, ImageTensorDataset,
             f"`{root}` {what}: extract {archive} (https://www.cs.toronto.edu/~kriz/cifar.html) and pass "
             "--data with the folder of its python batches"
         )
-    parts = [_cifar_batch(root / f, label_key) for f in train_files]
+    num_classes = 10 if name == "cifar10" else 100
+    parts = [_cifar_batch(root / f, label_key, num_classes, name) for f in train_files]
     train_x = np.concatenate([p[0] for p in parts])
     train_y = np.concatenate([p[1] for p in parts])
-    test_x, test_y = _cifar_batch(root / test_file, label_key)
-    num_classes = 10 if name == "cifar10" else 100
+    test_x, test_y = _cifar_batch(root / test_file, label_key, num_classes, name)
     classes: tuple[str, ...] = CIFAR10_CLASSES if name == "cifar10" else tuple(str(c) for c in range(100))
     if (root / meta_file).is_file():
         names = _unpickle(root / meta_file).get(names_key)
         if isinstance(names, list) and len(names) == num_classes:
-            classes = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
-    for labels, split in ((train_y, "training"), (test_y, "test")):
-        if labels.min() < 0 or labels.max() >= num_classes:
-            raise InputError(f"`{root}`: a {split} label is outside 0..{num_classes - 1}: is this {name}?")
+            classes = tuple(n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in names)
     train = ImageTensorDataset(torch.from_numpy(train_x), torch.from_numpy(train_y), classes)
     test = ImageTensorDataset(torch.from_numpy(test_x), torch.from_numpy(test_y), classes)
     mean, std = _channel_stats(train.images)

@@ -30,11 +30,15 @@ def resolve_supernet(spec: str) -> Path:
 
 def load_supernet(spec: str):
     """(supernet in eval mode, checkpoint metadata)."""
-    from moofa.train.checkpoint import build_supernet, load_checkpoint
+    from moofa.train.checkpoint import build_supernet, load_checkpoint, load_weights
 
-    state, meta = load_checkpoint(resolve_supernet(spec))
+    path = resolve_supernet(spec)
+    state, meta = load_checkpoint(path)
+    for key in ("resolutions", "dataset", "preset"):
+        if key not in meta:
+            raise InputError(f"{path}: checkpoint metadata has no {key!r}")
     net = build_supernet(meta)
-    net.load_state_dict(state["model"])
+    load_weights(net, state, path)
     return net.eval(), meta
 
 
@@ -42,7 +46,10 @@ def trained_space(net, meta: dict):
     """The search space of a trained supernet: its layout at the resolutions it was trained on."""
     from moofa.arch.space import SearchSpace
 
-    return SearchSpace(net.layout, resolutions=tuple(meta["resolutions"]))
+    res = meta.get("resolutions")
+    if not isinstance(res, list) or not res or any(isinstance(r, bool) or not isinstance(r, int) or not 8 <= r <= net.layout.resolution for r in res):
+        raise InputError(f"checkpoint: trained resolutions {res!r} must be integers in [8, {net.layout.resolution}]")
+    return SearchSpace(net.layout, resolutions=tuple(res))
 
 
 def pick_subnet(space, which: str, resolution: int, seed: int = 0):

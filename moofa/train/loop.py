@@ -111,7 +111,39 @@ def load_preset(name_or_path: str) -> Preset:
         raise InputError(f"{path}: {e}") from None
     if not preset.phases:
         raise InputError(f"{path}: no [[phase]] tables")
+    check_preset(preset, path)
     return preset
+
+
+# (key, low, high, low excluded): the valid range of every numeric preset and phase key.
+_PRESET_RANGES = {
+    "batch_size": (1, 1 << 16, False), "weight_decay": (0, 1, False), "momentum": (0, 1, False),
+    "label_smoothing": (0, 1, False), "kd_ratio": (0, 100, False), "val_size": (1, 10_000_000, False),
+    "bn_recal_images": (1, 10_000_000, False), "checkpoint_every_s": (0, 86_400, False), "dropout": (0, 1, False),
+    "crop_padding": (0, 64, False), "lr_reference_batch": (1, 1 << 20, False), "num_workers": (0, 256, False),
+}
+_PHASE_RANGES = {"epochs": (0, 100_000, True), "lr": (0, 100, True), "subnets_per_step": (1, 64, False),
+                 "warmup_epochs": (0, 100_000, False), "reorganize": (0, 64, False)}
+
+
+def _check_range(where: str, key: str, value, lo, hi, lo_open: bool) -> None:
+    if value is None:
+        return
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and \
+        (value > lo if lo_open else value >= lo) and value <= hi
+    if not ok:
+        raise InputError(f"{where}: {key} = {value!r} is outside {'(' if lo_open else '['}{lo}, {hi}]")
+
+
+def check_preset(preset: Preset, where) -> None:
+    """Every numeric key of the preset and its phases within its range (finite), in one line each."""
+    for key, (lo, hi, lo_open) in _PRESET_RANGES.items():
+        _check_range(str(where), key, getattr(preset, key), lo, hi, lo_open)
+    if not preset.resolutions or any(isinstance(r, bool) or not isinstance(r, int) or not 8 <= r <= 1024 for r in preset.resolutions):
+        raise InputError(f"{where}: resolutions = {list(preset.resolutions)!r}: each must be an integer in [8, 1024]")
+    for i, phase in enumerate(preset.phases):
+        for key, (lo, hi, lo_open) in _PHASE_RANGES.items():
+            _check_range(f"{where}: [[phase]] {i + 1} ({phase.name})", key, getattr(phase, key), lo, hi, lo_open)
 
 
 # --- distributed plumbing ----------------------------------------------------------------------
@@ -329,75 +361,82 @@ def train(
         metrics_path.write_text("time,phase,epoch,step,global_step,lr,loss,top1,imgs_per_s\n")
     last_save, steps_done = time.monotonic(), 0
 
-    for phase_index in range(meta["phase"], len(preset.phases)):
-        phase = preset.phases[phase_index]
-        resuming_phase = state is not None and phase_index == meta["phase"]
-        if phase.distill and teacher is None:
-            teacher = copy.deepcopy(model).eval()  # the trained largest subnet
-            teacher.set_max()
-            for p in teacher.parameters():
-                p.requires_grad_(False)
-        if phase.reorganize is not None and not (resuming_phase and (meta["epoch"] or meta["step"])):
-            model.reorganize_channels(phase.reorganize)
-            model.to(memory_format=torch.channels_last)
-        optimizer = torch.optim.SGD(model.parameters(), lr=phase.lr * lr_scale, momentum=preset.momentum, nesterov=True, weight_decay=preset.weight_decay)
-        if resuming_phase and "optimizer" in state:
-            optimizer.load_state_dict(state["optimizer"])
-        total_steps = max(1, math.ceil(phase.epochs * steps_per_epoch))
-        warmup_steps = int(phase.warmup_epochs * steps_per_epoch)
-        start_epoch = meta["epoch"] if resuming_phase else 0
-        phase_step = start_epoch * steps_per_epoch + (meta["step"] if resuming_phase else 0)
-        n_epochs = math.ceil(phase.epochs)
-        bar = tqdm(total=total_steps, initial=phase_step, desc=f"{layout.name} {phase.name}", disable=not progress or rank != 0,
-                   unit="step", dynamic_ncols=True)
-        for epoch in range(start_epoch, n_epochs):
-            start_step = meta["step"] if (resuming_phase and epoch == start_epoch) else 0
-            loaders.set_epoch(phase_index * 10_000 + epoch, start_step)
-            model.train()
-            for step, (x, y) in enumerate(loaders.train, start=start_step):
+    optimizer = None
+    try:
+        for phase_index in range(meta["phase"], len(preset.phases)):
+            phase = preset.phases[phase_index]
+            resuming_phase = state is not None and phase_index == meta["phase"]
+            if phase.distill and teacher is None:
+                teacher = copy.deepcopy(model).eval()  # the trained largest subnet
+                teacher.set_max()
+                for p in teacher.parameters():
+                    p.requires_grad_(False)
+            if phase.reorganize is not None and not (resuming_phase and (meta["epoch"] or meta["step"])):
+                model.reorganize_channels(phase.reorganize)
+                model.to(memory_format=torch.channels_last)
+            optimizer = torch.optim.SGD(model.parameters(), lr=phase.lr * lr_scale, momentum=preset.momentum, nesterov=True, weight_decay=preset.weight_decay)
+            if resuming_phase and "optimizer" in state:
+                optimizer.load_state_dict(state["optimizer"])
+            total_steps = max(1, math.ceil(phase.epochs * steps_per_epoch))
+            warmup_steps = int(phase.warmup_epochs * steps_per_epoch)
+            start_epoch = meta["epoch"] if resuming_phase else 0
+            phase_step = start_epoch * steps_per_epoch + (meta["step"] if resuming_phase else 0)
+            n_epochs = math.ceil(phase.epochs)
+            bar = tqdm(total=total_steps, initial=phase_step, desc=f"{layout.name} {phase.name}", disable=not progress or rank != 0,
+                       unit="step", dynamic_ncols=True)
+            for epoch in range(start_epoch, n_epochs):
+                start_step = meta["step"] if (resuming_phase and epoch == start_epoch) else 0
+                loaders.set_epoch(phase_index * 10_000 + epoch, start_step)
+                model.train()
+                for step, (x, y) in enumerate(loaders.train, start=start_step):
+                    if phase_step >= total_steps:
+                        break
+                    t0 = time.perf_counter()
+                    lr = lr_at(phase_step, total_steps, warmup_steps, phase.lr * lr_scale)
+                    for g in optimizer.param_groups:
+                        g["lr"] = lr
+                    x, y = _batch(x, device), y.to(device)
+                    optimizer.zero_grad(set_to_none=True)
+                    rngs = [random.Random(hash((seed, phase_index, epoch, step, k)) & 0xFFFFFFFF) for k in range(phase.subnets_per_step)]
+                    loss_sum, correct = accumulate_gradients(model, teacher if phase.distill else None, phase, preset, x, y, rngs)
+                    _all_reduce_grads(model, world)
+                    optimizer.step()
+                    _average_buffers(model, world)
+                    phase_step += 1
+                    steps_done += 1
+                    meta.update(phase=phase_index, epoch=epoch, step=step + 1, global_step=meta["global_step"] + 1)
+                    rate = len(y) * world / (time.perf_counter() - t0)
+                    bar.set_postfix(loss=f"{loss_sum:.3f}", acc=f"{correct:.3f}", lr=f"{lr:.2e}", imgs_s=f"{rate:.0f}")
+                    bar.update(1)
+                    if rank == 0 and (step % 20 == 0):
+                        with metrics_path.open("a", newline="") as f:
+                            csv.writer(f).writerow([f"{time.time():.0f}", phase.name, epoch, step, meta["global_step"], f"{lr:.5g}", f"{loss_sum:.4f}", f"{correct:.4f}", f"{rate:.1f}"])
+                    if rank == 0 and time.monotonic() - last_save > preset.checkpoint_every_s:
+                        _save_progress(ckpt_path, model, meta, optimizer, teacher)
+                        last_save = time.monotonic()
+                    if max_steps is not None and steps_done >= max_steps:
+                        bar.close()
+                        return _finish(out_dir, ckpt_path, final_path, model, meta, optimizer, teacher, rank, world, partial=True)
+                meta.update(epoch=epoch + 1, step=0)
                 if phase_step >= total_steps:
                     break
-                t0 = time.perf_counter()
-                lr = lr_at(phase_step, total_steps, warmup_steps, phase.lr * lr_scale)
-                for g in optimizer.param_groups:
-                    g["lr"] = lr
-                x, y = _batch(x, device), y.to(device)
-                optimizer.zero_grad(set_to_none=True)
-                rngs = [random.Random(hash((seed, phase_index, epoch, step, k)) & 0xFFFFFFFF) for k in range(phase.subnets_per_step)]
-                loss_sum, correct = accumulate_gradients(model, teacher if phase.distill else None, phase, preset, x, y, rngs)
-                _all_reduce_grads(model, world)
-                optimizer.step()
-                _average_buffers(model, world)
-                phase_step += 1
-                steps_done += 1
-                meta.update(phase=phase_index, epoch=epoch, step=step + 1, global_step=meta["global_step"] + 1)
-                rate = len(y) * world / (time.perf_counter() - t0)
-                bar.set_postfix(loss=f"{loss_sum:.3f}", acc=f"{correct:.3f}", lr=f"{lr:.2e}", imgs_s=f"{rate:.0f}")
-                bar.update(1)
-                if rank == 0 and (step % 20 == 0):
-                    with metrics_path.open("a", newline="") as f:
-                        csv.writer(f).writerow([f"{time.time():.0f}", phase.name, epoch, step, meta["global_step"], f"{lr:.5g}", f"{loss_sum:.4f}", f"{correct:.4f}", f"{rate:.1f}"])
-                if rank == 0 and time.monotonic() - last_save > preset.checkpoint_every_s:
-                    _save_progress(ckpt_path, model, meta, optimizer, teacher)
-                    last_save = time.monotonic()
-                if max_steps is not None and steps_done >= max_steps:
-                    bar.close()
-                    return _finish(out_dir, ckpt_path, final_path, model, meta, optimizer, teacher, rank, world, partial=True)
-            meta.update(epoch=epoch + 1, step=0)
-            if phase_step >= total_steps:
-                break
-        bar.close()
-        # Phase done: record the largest and smallest subnets' validation accuracy.
-        if rank == 0:
-            res = max(preset.resolutions)
-            acc_max, _, _ = evaluate_subnet(model, model.space.max_config(res), loaders, device, bn_images=preset.bn_recal_images)
-            acc_min, _, _ = evaluate_subnet(model, phase_config(model.space, _smallest(phase, model.space), random.Random(0), min(preset.resolutions)), loaders, device, bn_images=preset.bn_recal_images)
-            meta["history"].append({"phase": phase.name, "val_top1_max": acc_max, "val_top1_min": acc_min, "global_step": meta["global_step"]})
-            print(f"[moofa train] {layout.name} {phase.name}: val top-1 largest {acc_max:.4f}, smallest {acc_min:.4f}", flush=True)
-        meta.update(phase=phase_index + 1, epoch=0, step=0)
-        state = None
-        if rank == 0:
-            _save_progress(ckpt_path, model, meta, None, teacher)
+            bar.close()
+            # Phase done: record the largest and smallest subnets' validation accuracy.
+            if rank == 0:
+                res = max(preset.resolutions)
+                acc_max, _, _ = evaluate_subnet(model, model.space.max_config(res), loaders, device, bn_images=preset.bn_recal_images)
+                acc_min, _, _ = evaluate_subnet(model, phase_config(model.space, _smallest(phase, model.space), random.Random(0), min(preset.resolutions)), loaders, device, bn_images=preset.bn_recal_images)
+                meta["history"].append({"phase": phase.name, "val_top1_max": acc_max, "val_top1_min": acc_min, "global_step": meta["global_step"]})
+                print(f"[moofa train] {layout.name} {phase.name}: val top-1 largest {acc_max:.4f}, smallest {acc_min:.4f}", flush=True)
+            meta.update(phase=phase_index + 1, epoch=0, step=0)
+            state = None
+            if rank == 0:
+                _save_progress(ckpt_path, model, meta, None, teacher)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (the CLI raises it): keep what was trained
+        if rank == 0 and steps_done:
+            _save_progress(ckpt_path, model, meta, optimizer, teacher)
+            print(f"[moofa train] interrupted: saved {ckpt_path} at step {meta['global_step']}; --resume continues", flush=True)
+        raise
     return _finish(out_dir, ckpt_path, final_path, model, meta, None, teacher, rank, world, partial=False)
 
 

@@ -29,7 +29,6 @@ import numpy as np
 
 from toolchain.errors import InputError
 from toolchain.files import atomic_output
-from toolchain.memory.estimate import estimate_arena
 from toolchain.runtime.runner import run_python
 from toolchain.verify import TargetResult, Verification, verify_model
 
@@ -86,6 +85,11 @@ def random_inputs(graph, count: int, seed: int) -> np.ndarray:
     return rng.standard_normal(size=(count, *t.shape)).astype(t.dtype)
 
 
+#: Every file a deploy of a .tflite writes into its folder (firmware, model, report).
+OUTPUT_NAMES = frozenset({"model.tflite", "model_data.h", "model_data.cc", "model_ops.h", "model_config.h", "main.cc",
+                          "report.md", "memory_profile.png"})
+
+
 @dataclass(frozen=True)
 class CrossCheck:
     """TFLM against LiteRT's reference kernels on the same inputs."""
@@ -137,6 +141,8 @@ class DeployOptions:
     accuracy pass elsewhere overlaps the deploy); returns the accuracy block or None.
     ``extra_files`` / ``timings_s`` / ``summary``: files, stage times and summary keys of the
     caller's own stages, reported with the deploy's.
+    ``final_dir``: where the folder being written will end up (``moofa-deploy`` writes a staging
+    folder and renames it into place); the result and summary name files there.
     """
 
     labels: list[str] | None = None
@@ -150,6 +156,7 @@ class DeployOptions:
     extra_files: dict = field(default_factory=dict)
     timings_s: dict = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
+    final_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -212,13 +219,15 @@ def deploy_tflite(model_path: Path, target, out_dir: Path, options: DeployOption
     """Plan, verify, measure, cross-check and generate firmware for ``model_path`` on ``target``
     (see :class:`DeployOptions`), then write the report; returns the finished result."""
     from toolchain.deploy.report import write_memory_profile, write_report
-    from toolchain.firmware.codegen import compile_model_data, render_firmware, resolver_ops
+    from toolchain.firmware.codegen import check_labels, compile_model_data, render_firmware, resolver_ops
     from toolchain.memory.offline_plan import plan_model
     from toolchain.tflite.reader import read_model
 
     o = options or DeployOptions()
     say = progress or (lambda msg: None)
-    resolver_ops(read_model(model_path))  # an op TFLM lacks fails here, before anything is written
+    graph = read_model(model_path)
+    resolver_ops(graph)  # an op TFLM lacks fails here, before anything is written
+    check_labels(o.labels, graph)  # and labels that do not match the outputs
     out_dir.mkdir(parents=True, exist_ok=True)
     model_out = out_dir / "model.tflite"
     if model_path.resolve() != model_out.resolve():
@@ -235,7 +244,7 @@ def deploy_tflite(model_path: Path, target, out_dir: Path, options: DeployOption
     say("verify: predicting the arena and measuring it with TFLM")
     v = verify_model(model_out, [target], measure=True)
     r = v.results[0]
-    host = estimate_arena(v.graph, 8, "reference")
+    host = v.host_estimate
     agrees = v.measured.agrees_with(host)
     timings["verify"] = time.perf_counter() - t
 
@@ -255,13 +264,20 @@ def deploy_tflite(model_path: Path, target, out_dir: Path, options: DeployOption
     say("report: report.md and memory_profile.png")
     files["memory_profile.png"] = write_memory_profile(r, out_dir / "memory_profile.png")
     files.update({"report.md": out_dir / "report.md", "model.tflite": model_out, **o.extra_files})
+    final = Path(o.final_dir) if o.final_dir is not None else out_dir
     result = DeployResult(
-        out_dir=out_dir, verification=v, result=r, host_head_bytes=host.arena_head_bytes, host_tail_bytes=host.arena_tail_bytes,
-        agrees_with_tflm=agrees, cross_check=check, compile=compiled, files=files, plan=plan.to_dict(),
+        out_dir=final, verification=v, result=r, host_head_bytes=host.arena_head_bytes, host_tail_bytes=host.arena_tail_bytes,
+        agrees_with_tflm=agrees, cross_check=check, compile=compiled, files={k: final / Path(v).name for k, v in files.items()},
+        plan=_published(plan.to_dict(), out_dir, final),
         timings_s={**o.timings_s, **timings}, accuracy=accuracy, conversion=o.conversion, summary=o.summary,
     )
-    write_report(result, files["report.md"])
+    write_report(result, out_dir / "report.md")
     return result
+
+
+def _published(d: dict, work: Path, final: Path) -> dict:
+    """``d`` with paths inside the staging folder ``work`` named as they will be under ``final``."""
+    return {k: str(final / Path(v).name) if isinstance(v, str) and Path(v).parent == work else v for k, v in d.items()}
 
 
 def summary_json(result: DeployResult) -> str:

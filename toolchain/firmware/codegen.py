@@ -5,6 +5,10 @@ its length), ``model_ops.h`` registers exactly the operator kinds the model uses
 ``MicroMutableOpResolver<N>``, ``model_config.h`` carries the arena size (the prediction for the
 board times its margin), the input/output shapes and quantization, and the labels; ``main.cc``
 is an example entry point.
+
+Labels are checked (:func:`check_labels`: one per class of the model's first output, none empty,
+none over 256 bytes of UTF-8, no NUL) and written as C string literals by
+:func:`c_string_literal`, so any label compiles and reads back byte for byte.
 """
 
 from __future__ import annotations
@@ -76,6 +80,72 @@ def arena_size_for(estimate: ArenaEstimate, margin: float) -> int:
     return align_up(int(-(-estimate.arena_bytes * margin // 1)))
 
 
+MAX_LABEL_BYTES = 256
+
+# Bytes that stand for themselves in a C string literal: printable ASCII but for the three that
+# would end the literal, start an escape, or start a trigraph (``??=`` is ``#`` before C++17).
+_LITERAL_SAFE = frozenset(range(0x20, 0x7F)) - {ord('"'), ord("\\"), ord("?")}
+_SIMPLE_ESCAPES = {ord('"'): '\\"', ord("\\"): "\\\\", ord("?"): "\\?", ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
+
+
+def c_string_literal(text: str | bytes) -> str:
+    """``text`` as a C/C++ string literal, quotes included, whose bytes are exactly ``text``'s
+    UTF-8 (a ``str``; lone surrogates from ``os.fsdecode`` give back their original bytes) or
+    ``text`` itself (``bytes``).
+
+    Printable ASCII stands for itself; ``"``, backslash, ``?`` (no trigraph can form), newline,
+    carriage return and tab take their simple escapes; every other byte, non-ASCII UTF-8
+    included, a three-digit octal escape, which ends after three digits, so a digit after it
+    stays a digit (a ``\\x`` escape would swallow it).
+    """
+    data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else bytes(text)
+    out = []
+    for b in data:
+        if b in _LITERAL_SAFE:
+            out.append(chr(b))
+        else:
+            out.append(_SIMPLE_ESCAPES.get(b) or f"\\{b:03o}")
+    return '"' + "".join(out) + '"'
+
+
+def class_count(graph: Graph) -> int:
+    """Classes the model scores: the last dimension of its first output (1 for a scalar)."""
+    shape = graph.tensors[graph.outputs[0]].shape
+    return int(shape[-1]) if shape else 1
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def check_labels(labels: list[str] | None, graph: Graph) -> list[str]:
+    """The labels as strings, checked: one per class of ``graph`` (when any are given), each
+    non-empty, at most :data:`MAX_LABEL_BYTES` bytes of UTF-8 and free of NUL (a C string
+    would end there). Raises :class:`InputError` naming the label; ``None`` or ``[]``: no labels."""
+    labels = [str(label) for label in (labels or [])]
+    for i, label in enumerate(labels, 1):
+        try:
+            size = len(label.encode("utf-8", "surrogateescape"))
+        except UnicodeEncodeError:
+            raise InputError(f"--labels: label {i} ({ascii(label)[:60]}) is not valid Unicode text") from None
+        if not label:
+            raise InputError(f"--labels: label {i} is empty; give every class a name")
+        if size > MAX_LABEL_BYTES:
+            raise InputError(f"--labels: label {i} is {size} bytes of UTF-8; at most {MAX_LABEL_BYTES} are allowed")
+        if "\0" in label:
+            raise InputError(f"--labels: label {i} contains a NUL character, which would end the C string")
+    classes = class_count(graph)
+    if labels and classes > 0 and len(labels) != classes:
+        raise InputError(f"--labels: {_plural(len(labels), 'label')} for a model with {_plural(classes, 'output')}")
+    return labels
+
+
+def _comment_text(text: str) -> str:
+    """``text`` safe inside a ``//`` comment: control characters (a newline would end the comment
+    and start code) shown as ``\\xNN``."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m[0]):02x}", text)
+
+
 def _hex_lines(data: bytes, per_line: int = 16) -> list[str]:
     return [", ".join(f"0x{b:02x}" for b in data[i : i + per_line]) + "," for i in range(0, len(data), per_line)]
 
@@ -89,7 +159,8 @@ def render_firmware(
     model_name: str = "model.tflite",
     labels: list[str] | None = None,
 ) -> dict[str, Path]:
-    """Write the firmware files into ``out_dir``; returns name -> path."""
+    """Write the firmware files into ``out_dir``; returns name -> path. ``labels`` (class names,
+    in output order) go into ``model_config.h`` as ``kLabels``; see :func:`check_labels`."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
         undefined=jinja2.StrictUndefined,
@@ -97,9 +168,10 @@ def render_firmware(
         autoescape=False,
     )
     src, dst = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
+    labels = check_labels(labels, graph)
     context = {
         "version": VERSION,
-        "model_name": model_name,
+        "model_name": _comment_text(model_name),
         "model_bytes": len(model_bytes),
         "guard": "MOOFA_" + re.sub(r"[^A-Z0-9]", "_", target.name.upper()),
         "hex_lines": _hex_lines(model_bytes),
@@ -110,7 +182,7 @@ def render_firmware(
         "input": src,
         "output": dst,
         "output_field": _PTR_FIELDS.get(dst.dtype, "int8"),
-        "labels": [str(label).replace('"', "'") for label in (labels or [])],
+        "labels": [c_string_literal(label) for label in labels],  # literals, quotes included
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}

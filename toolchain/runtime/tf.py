@@ -32,7 +32,8 @@ def tf_quiet(load_triton: bool = True):
     if "tensorflow" not in sys.modules and load_triton:
         load_triton_before_tensorflow()
 
-    import tensorflow as tf
+    with _silenced_fd(2):  # the oneDNN notice some CPUs get at import: not our line to print
+        import tensorflow as tf
 
     tf.get_logger().setLevel(logging.ERROR)
     try:

@@ -271,3 +271,29 @@ def _umask() -> int:
     m = os.umask(0)
     os.umask(m)
     return m
+
+
+def test_sigterm_of_training_saves_a_checkpoint_that_resumes(tiny, tmp_path):
+    from moofa.train.checkpoint import load_checkpoint
+
+    root, preset = tiny
+    slow = tmp_path / "slow.toml"
+    slow.write_text(preset.read_text().replace("checkpoint_every_s = 0", "checkpoint_every_s = 86400")
+                    .replace("epochs = 0.5", "epochs = 500", 1))
+    out = tmp_path / "run"
+    code = "import sys; from moofa.cli import main; sys.exit(main())"
+    args = [sys.executable, "-c", code, "train", "--preset", str(slow), "--data", str(root), "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = out / "metrics.csv"
+    t = time.monotonic()
+    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 2):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() - t < 300
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    assert "saved" in stdout and "--resume" in stdout
+    _, meta = load_checkpoint(out / "checkpoint.pt")
+    assert meta["global_step"] >= 1 and meta["phase"] == 0

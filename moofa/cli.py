@@ -109,6 +109,17 @@ def _add_verify(sub) -> None:
         "report its measured head and tail next to the prediction",
     )
     p.add_argument("--plan", action="store_true", help="print the arena plan as a picture (one row per op)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 2 when the model has ops the memory model does not cover exactly (`moofa ops`); "
+                        "without it they are reported as approximate")
+
+
+def _add_ops(sub) -> None:
+    p = sub.add_parser("ops", help="which TFLM ops the memory model covers exactly",
+                       description="Every op the pinned TFLM registers (builtins and custom ops), and whether moofa's "
+                                   "memory model covers it exactly, with the calibration model that proves it.")
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per op")
+    p.add_argument("--markdown", action="store_true", help="print the table as Markdown (docs/OPS.md is this output)")
 
 
 def _add_targets(sub) -> None:
@@ -256,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _add_targets(sub)
     _add_verify(sub)
+    _add_ops(sub)
     _add_layout(sub)
     _add_plan(sub)
     _add_train(sub)
@@ -302,12 +314,38 @@ def _cmd_verify(args) -> int:
         print(format_table(v))
         if args.plan:
             print(v.results[0].estimate.plan.render())
+    if args.strict and v.unmodelled_ops:
+        from toolchain.errors import InputError
+
+        raise InputError(f"{args.model}: --strict: the memory model does not cover {', '.join(v.unmodelled_ops)} exactly "
+                         "(see `moofa ops`)")
+    if v.refusals:
+        print(f"moofa verify: {args.model} will not run on TFLM: {v.refusals[0]}", file=sys.stderr)
     if v.measured_exceeds_prediction:
         print(f"moofa verify: TFLM measured a larger arena ({v.measured.arena_total_bytes:,} B) than predicted for the "
               f"build it ran ({v.host_estimate.arena_bytes:,} B): the prediction cannot be trusted for this model",
               file=sys.stderr)
         return EXIT_DOES_NOT_FIT
     return EXIT_OK if v.fits else EXIT_DOES_NOT_FIT
+
+
+def _cmd_ops(args) -> int:
+    from toolchain.memory.coverage import TFLM_COMMIT, coverage_rows, coverage_markdown
+
+    rows = coverage_rows()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif args.markdown:
+        print(coverage_markdown())
+    else:
+        modelled = sum(r["modelled"] for r in rows)
+        print(f"TFLM {TFLM_COMMIT}: {len(rows)} ops ({sum(not r['custom'] for r in rows)} builtin, "
+              f"{sum(r['custom'] for r in rows)} custom); modelled exactly: {modelled}, not modelled: {len(rows) - modelled}")
+        width = max(len(r["op"]) for r in rows)
+        for r in rows:
+            status = f"exact  {r['proof']}" if r["modelled"] else "not modelled (approximate)"
+            print(f"  {r['op']:<{width}}  {status}" + (f"  [{r['note']}]" if r["note"] else ""))
+    return EXIT_OK
 
 
 def _cmd_layout(args) -> int:
@@ -462,7 +500,7 @@ def run(argv: list[str] | None, parser: argparse.ArgumentParser, commands: dict)
 
 
 def main(argv: list[str] | None = None) -> int:
-    commands = {"targets": _cmd_targets, "verify": _cmd_verify, "layout": _cmd_layout, "plan": _cmd_plan, "train": _cmd_train, "eval": _cmd_eval,
+    commands = {"targets": _cmd_targets, "verify": _cmd_verify, "ops": _cmd_ops, "layout": _cmd_layout, "plan": _cmd_plan, "train": _cmd_train, "eval": _cmd_eval,
                 "predictor": _cmd_predictor, "search": _cmd_search, "sweep": _cmd_sweep}
     return run(argv, build_parser(), commands)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from toolchain.boards.budget import Budget
 from toolchain.files import read_input_bytes
 from toolchain.ir.graph import Graph
+from toolchain.memory.coverage import MEASURED_BUILD, Exactness, exactness, tflm_refusals, unmodelled_ops
 from toolchain.memory.estimate import ArenaEstimate, estimate_arena, estimate_for_target
 from toolchain.tflite.reader import parse_model
 
@@ -25,6 +26,7 @@ class TargetResult:
     target: object  # toolchain.boards.targets.Target
     estimate: ArenaEstimate
     model_bytes: int
+    exactness: Exactness
 
     @property
     def budget(self) -> Budget:
@@ -65,6 +67,15 @@ class Verification:
     measured: object | None = None  # toolchain.runtime.tflm.Measurement
     notes: list[str] = field(default_factory=list)
     host_estimate: ArenaEstimate | None = None  # the prediction for the build --measure runs
+    refusals: list[str] = field(default_factory=list)  # why TFLM's Prepare would fail on this model
+
+    @property
+    def runs_on_tflm(self) -> bool:
+        return not self.refusals
+
+    @property
+    def unmodelled_ops(self) -> tuple[str, ...]:
+        return self.results[0].exactness.unmodelled_ops if self.results else ()
 
     @property
     def measured_exceeds_prediction(self) -> bool:
@@ -74,7 +85,8 @@ class Verification:
 
     @property
     def fits(self) -> bool:
-        return all(r.fits for r in self.results)
+        """Every target fits, and TFLM would run the model at all."""
+        return self.runs_on_tflm and all(r.fits for r in self.results)
 
     @property
     def agrees(self) -> bool:
@@ -90,7 +102,8 @@ class Verification:
     def to_dict(self) -> dict:
         targets = []
         for r in self.results:
-            entry = {"target": r.target.name, "fits": r.fits, "sram": r.sram_dict(), "flash": r.flash_dict()}
+            entry = {"target": r.target.name, "fits": r.fits and self.runs_on_tflm, **r.exactness.to_dict(),
+                     "sram": r.sram_dict(), "flash": r.flash_dict()}
             if self.measured is not None:
                 entry["measured"] = {
                     "arena_head_bytes": self.measured.arena_head_bytes,
@@ -104,6 +117,8 @@ class Verification:
             "op_kinds": self.graph.op_kinds,
             "offline_plan": self.graph.offline_offsets is not None,
             "fits": self.fits,
+            "runs_on_tflm": self.runs_on_tflm,
+            "tflm_refuses": self.refusals,
             "targets": targets,
         }
         if self.measured is not None:
@@ -118,26 +133,20 @@ def verify_model(path: str | Path, targets: list, measure: bool = False) -> Veri
     path = Path(path)
     data = read_input_bytes(path)
     graph = parse_model(data, str(path))
-    results = [TargetResult(t, estimate_for_target(graph, t), len(data)) for t in targets]
+    results = [TargetResult(t, estimate_for_target(graph, t), len(data), exactness(graph, t.pointer_bytes, t.kernel_library))
+               for t in targets]
     notes = []
-    unknown = sorted({op.kind for op in graph.ops} - _known_kinds())
-    if unknown:
-        notes.append(
-            f"no measured tail figures for {', '.join(unknown)}: the tail uses a generous default for them"
-        )
+    unmodelled = unmodelled_ops(graph)
+    if unmodelled:
+        notes.append(f"approximate: the memory model does not cover {', '.join(unmodelled)} exactly (`moofa ops`); "
+                     "the tail uses a generous default for unmeasured kinds, the head may be low")
     measured = host = None
     if measure:
         from toolchain.runtime.tflm import measure as tflm_measure
 
         measured = tflm_measure(path)
         host = estimate_arena(graph, 8, "reference")  # the build the tflite-micro package runs
-    return Verification(str(path), graph, results, measured, notes, host)
-
-
-def _known_kinds() -> set[str]:
-    from toolchain.memory.persistent import HOST_KERNELS
-
-    return set(HOST_KERNELS)
+    return Verification(str(path), graph, results, measured, notes, host, tflm_refusals(graph))
 
 
 def format_table(v: Verification) -> str:
@@ -149,13 +158,15 @@ def format_table(v: Verification) -> str:
     lines = [f"{v.model}: {len(v.graph.ops)} ops ({', '.join(v.graph.op_kinds)})"]
     if v.graph.offline_offsets is not None:
         lines.append("  carries an offline arena plan (OfflineMemoryAllocation); predictions use it")
-    rows = [("target", "arena", "head", "tail", "reserved", "SRAM used", "of", "flash used", "of", "result")]
+    rows = [("target", "figures", "arena", "head", "tail", "reserved", "SRAM used", "of", "flash used", "of", "result")]
     for r in v.results:
         short = [x for x, ok in (("SRAM", r.sram_fits), ("flash", r.flash_fits)) if not ok]
         e = r.estimate
+        verdict = "fits" if r.fits else f"DOES NOT FIT ({', '.join(short)})"
         rows.append(
             (
                 r.target.name,
+                "exact" if r.exactness.exact else "approx" + ("*" if r.exactness.unmodelled_ops else ""),
                 kib(e.arena_bytes),
                 kib(e.arena_head_bytes),
                 kib(e.arena_tail_bytes),
@@ -164,15 +175,15 @@ def format_table(v: Verification) -> str:
                 kib(r.target.arena_region_bytes),
                 kib(r.flash_used_bytes),
                 kib(r.target.flash_bytes),
-                "fits" if r.fits else f"DOES NOT FIT ({', '.join(short)})",
+                verdict if v.runs_on_tflm else "WILL NOT RUN ON TFLM",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for k, row in enumerate(rows):
-        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:-1], widths[1:-1])] + [row[-1]]
+        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])] + [c.rjust(w) for c, w in zip(row[2:-1], widths[2:-1])] + [row[-1]]
         lines.append("  " + "  ".join(cells))
         if k == 0:
-            lines.append("  " + " " * widths[0] + "  (KiB)")
+            lines.append("  " + " " * (widths[0] + widths[1] + 2) + "  (KiB)")
     if v.measured is not None:
         m = v.measured
         lines.append(f"  measured by TFLM ({MEASURED_ON}): head {m.arena_head_bytes} B, tail {m.arena_tail_bytes} B")
@@ -183,8 +194,17 @@ def format_table(v: Verification) -> str:
                     f"  predicted for {r.target.name}: head {r.estimate.arena_head_bytes} B, tail {r.estimate.arena_tail_bytes} B"
                     f" -> {'exact match' if same else 'MISMATCH'}"
                 )
+    for refusal in v.refusals:
+        lines.append(f"  will not run on TFLM: {refusal}")
+    builds = sorted({reason for r in v.results for reason in r.exactness.build_reasons})
+    if builds:
+        lines.append(f"  approx: exact on the {MEASURED_BUILD} build only (the build the figures are measured on); here:")
+        lines += [f"    - {reason}" for reason in builds]
+    if v.unmodelled_ops:
+        lines.append(f"  approx*: ops not modelled exactly: {', '.join(v.unmodelled_ops)}")
     for note in v.notes:
-        lines.append(f"  note: {note}")
+        if not note.startswith("approximate:"):
+            lines.append(f"  note: {note}")
     return "\n".join(lines)
 
 
@@ -196,14 +216,22 @@ def junit_xml(v: Verification) -> str:
     for r in v.results:
         name = quoteattr(f"fits {r.target.name}")
         body = ""
-        if not r.fits:
+        if not v.runs_on_tflm:
+            msg = "will not run on TFLM: " + "; ".join(v.refusals)
+            body = f"<failure message={quoteattr(msg)}>{escape(msg)}</failure>"
+        elif not r.fits:
             msg = (
                 f"SRAM {r.sram_used_bytes} of {r.target.arena_region_bytes} B, "
                 f"flash {r.flash_used_bytes} of {r.target.flash_bytes} B"
             )
             body = f"<failure message={quoteattr(msg)}>{escape(msg)}</failure>"
+        exact = r.exactness
+        body += (f'<properties><property name="exact" value="{str(exact.exact).lower()}"/>'
+                 f'<property name="unmodelled_ops" value={quoteattr(",".join(exact.unmodelled_ops))}/></properties>')
+        if not exact.exact:
+            body += f"<system-out>{escape('approximate: ' + '; '.join(exact.reasons))}</system-out>"
         cases.append(f'  <testcase classname="moofa.verify" name={name}>{body}</testcase>')
-    failures = sum(not r.fits for r in v.results)
+    failures = sum(not (r.fits and v.runs_on_tflm) for r in v.results)
     return (
         '<?xml version="1.0" encoding="utf-8"?>\n'
         f"<testsuite name={quoteattr('moofa verify ' + v.model)} tests=\"{len(v.results)}\" failures=\"{failures}\">\n"

@@ -1,0 +1,173 @@
+"""The op coverage table is true: every op it calls exact is proved by a model TFLM measures equal
+to the prediction, a model with an op it does not cover is marked approximate (and --strict
+refuses it), and a model TFLM's kernels would refuse in Prepare is reported as such, not "fits"."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from toolchain.memory.coverage import (
+    MODELLED,
+    PROOF,
+    TFLM_BUILTIN_OPS,
+    TFLM_CUSTOM_OPS,
+    coverage_markdown,
+    exactness,
+    tflm_refusals,
+    unmodelled_ops,
+)
+from toolchain.memory.estimate import estimate_arena
+from toolchain.memory.persistent import HOST_KERNELS
+from toolchain.runtime.tflm import measure
+from toolchain.tflite.reader import read_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def moofa(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "moofa", *args], capture_output=True, text=True, cwd=REPO, timeout=300)
+
+
+def test_docs_ops_md_is_the_generated_table():
+    assert (REPO / "docs" / "OPS.md").read_text() == coverage_markdown() + "\n", "regenerate: moofa ops --markdown > docs/OPS.md"
+    r = moofa("ops", "--json")
+    rows = json.loads(r.stdout)
+    assert r.returncode == 0 and len(rows) == len(TFLM_BUILTIN_OPS) + len(TFLM_CUSTOM_OPS)
+    assert {row["op"] for row in rows if row["modelled"]} == MODELLED
+
+
+def test_ops_with_tail_figures_but_no_proof_are_not_called_exact():
+    assert MODELLED <= set(HOST_KERNELS)
+    assert "MINIMUM" in HOST_KERNELS and "MINIMUM" not in MODELLED  # figures, but no model measured them
+
+
+@pytest.mark.parametrize("op", sorted(k for k, (where, _) in PROOF.items() if where == "tests/corpus.py"))
+def test_each_corpus_proof_has_the_op_and_is_exact(op, corpus):
+    _, name = PROOF[op]
+    graph = read_model(corpus[name])
+    assert op in graph.op_kinds
+    estimate, measured = estimate_arena(graph, 8, "reference"), measure(corpus[name])
+    assert measured.agrees_with(estimate)
+
+
+@pytest.mark.slow
+def test_each_calibration_proof_has_the_op_and_is_exact():
+    spec = importlib.util.spec_from_file_location("calibrate_tail", REPO / "bench" / "calibrate_tail.py")
+    calibrate_tail = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("calibrate_tail", calibrate_tail)  # its dataclasses look themselves up there
+    spec.loader.exec_module(calibrate_tail)
+    proofs: dict[str, set[str]] = {}
+    for op, (where, name) in PROOF.items():
+        if where == "bench/calibrate_tail.py":
+            proofs.setdefault(name, set()).add(op)
+    out = calibrate_tail.cache_dir()
+    for name, ops in sorted(proofs.items()):
+        assert name in calibrate_tail.MODELS, name
+        row = calibrate_tail.calibrate(name, calibrate_tail.build(name, out))
+        assert ops <= set(row["ops"]) and row["ok"], row
+
+
+def _pinned_tflm_header() -> str | None:
+    """micro_mutable_op_resolver.h of the pinned TFLM, from $MOOFA_TFLM_SRC or the shared archive."""
+    rel = "tensorflow/lite/micro/micro_mutable_op_resolver.h"
+    for root in filter(None, (os.environ.get("MOOFA_TFLM_SRC"), str(Path.home() / ".cache/moofa/src/tflite-micro"))):
+        if (Path(root) / rel).is_file():
+            return (Path(root) / rel).read_text()
+    archive = REPO.parent / "shared" / "third_party" / "tflm-src-90b983c2.tar.xz"
+    if archive.is_file():
+        with tarfile.open(archive) as tar:
+            return tar.extractfile(f"tflite-micro/{rel}").read().decode()
+    return None
+
+
+def test_the_op_lists_are_the_pinned_tflm_resolvers():
+    header = _pinned_tflm_header()
+    if header is None:
+        pytest.skip("no tflite-micro source tree here (set MOOFA_TFLM_SRC)")
+    assert set(re.findall(r"AddBuiltin\(BuiltinOperator_([A-Z0-9_]+)", header)) == set(TFLM_BUILTIN_OPS)
+    customs = set(re.findall(r'AddCustom\(\s*"([A-Za-z0-9_]+)"', header))
+    assert customs <= set(TFLM_CUSTOM_OPS) and len(set(TFLM_CUSTOM_OPS) - customs) <= 1  # + the Ethos-U name
+
+
+@pytest.fixture(scope="module")
+def tanh_model(tmp_path_factory) -> Path:
+    """A Keras conv + tanh, full int8: TANH is not modelled."""
+    from toolchain.runtime.tf import quietly, tf_quiet
+
+    tf = tf_quiet()
+    inp = tf.keras.Input((8, 8, 1), batch_size=1)
+    out = tf.keras.layers.Activation("tanh")(tf.keras.layers.Conv2D(4, 3)(inp))
+    model = tf.keras.Model(inp, out)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([tf.random.uniform((1, 8, 8, 1))] for _ in range(8))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    path = tmp_path_factory.mktemp("tanh") / "tanh.tflite"
+    path.write_bytes(quietly(converter.convert))
+    return path
+
+
+def test_an_unmodelled_op_is_approximate_in_every_output_and_strict_refuses_it(tanh_model, tmp_path):
+    graph = read_model(tanh_model)
+    assert "TANH" in graph.op_kinds and unmodelled_ops(graph) == ("TANH",)
+    r = moofa("verify", str(tanh_model), "--target", "host", "--json")
+    target = json.loads(r.stdout)["targets"][0]
+    assert r.returncode == 0 and target["exact"] is False and target["unmodelled_ops"] == ["TANH"]
+    r = moofa("verify", str(tanh_model), "--target", "host", "--junit", str(tmp_path / "j.xml"))
+    assert "approx*" in r.stdout and "TANH" in r.stdout
+    assert '<property name="exact" value="false"/>' in (tmp_path / "j.xml").read_text()
+    r = moofa("verify", str(tanh_model), "--target", "host", "--strict")
+    assert r.returncode == 2 and "TANH" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_exact_only_on_the_measured_build(corpus):
+    graph = read_model(corpus["ds_cnn_kws"])
+    assert exactness(graph, 8, "reference").exact
+    assert not exactness(graph, 4, "reference").exact and not exactness(graph, 8, "cmsis-nn").exact
+    assert exactness(graph, 4, "cmsis-nn").unmodelled_ops == ()
+    r = moofa("verify", str(corpus["ds_cnn_kws"]), "--target", "host,f746", "--json")
+    exact = {t["target"]: t["exact"] for t in json.loads(r.stdout)["targets"]}
+    assert exact == {"host": True, "nucleo-f746zg": False}
+
+
+def _with_softmax_output(src: Path, dst: Path, scale: float, zero_point: int) -> Path:
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(src.read_bytes(), 0))
+    sub = model.subgraphs[0]
+    softmax = [op for op in sub.operators
+               if model.operatorCodes[op.opcodeIndex].builtinCode == schema.BuiltinOperator.SOFTMAX][0]
+    q = sub.tensors[softmax.outputs[0]].quantization
+    q.scale, q.zeroPoint = [scale], [zero_point]
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    dst.write_bytes(bytes(builder.Output()))
+    return dst
+
+
+def test_a_model_tflm_refuses_is_reported_as_such_not_fits(corpus, tmp_path):
+    from toolchain.errors import InputError
+
+    bad = _with_softmax_output(corpus["ds_cnn_kws"], tmp_path / "bad_softmax.tflite", 1 / 128, -128)
+    graph = read_model(bad)
+    assert tflm_refusals(graph) and "SOFTMAX" in tflm_refusals(graph)[0]
+    with pytest.raises(InputError):  # the independent truth: TFLM itself refuses it
+        measure(bad)
+    r = moofa("verify", str(bad), "--target", "f746", "--json")
+    out = json.loads(r.stdout)
+    assert r.returncode == 1 and out["runs_on_tflm"] is False and out["fits"] is False
+    assert "will not run on TFLM" in moofa("verify", str(bad), "--target", "f746").stdout
+    good = _with_softmax_output(corpus["ds_cnn_kws"], tmp_path / "good.tflite", 1 / 256, -128)
+    assert not tflm_refusals(read_model(good))
+    measure(good)

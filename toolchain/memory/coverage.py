@@ -1,0 +1,232 @@
+"""What the memory model stands behind: which ops it models exactly, and what TFLM refuses.
+
+Three answers for a model on a board, so that no figure is printed as exact that the model
+cannot stand behind:
+
+- **exact**: every op kind of the model is modelled (:data:`MODELLED`: its tail measured, its
+  kernel scratch modelled, a calibration model named that proves it) *and* the board's build is
+  one the figures were measured on (the 64-bit host build with reference kernels). Otherwise the
+  target is *approximate*, with the reasons: the ops not modelled, or a build not yet measured
+  (32-bit Cortex-M tail, CMSIS-NN / ESP-NN scratch: documented from their sources).
+- **refused**: a check TFLM's kernels make in ``Prepare`` that depends only on the model fails,
+  so ``AllocateTensors`` would fail on every build (:func:`tflm_refusals`). ``moofa verify``
+  reports it as "will not run on TFLM" and exits 1.
+- :data:`TFLM_BUILTIN_OPS` and :data:`TFLM_CUSTOM_OPS`: every op the pinned TFLM registers, for
+  the coverage table (``moofa ops``, docs/OPS.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from toolchain.ir.graph import Graph
+from toolchain.memory.persistent import HOST_KERNELS
+
+#: The TFLM source the op lists below were read from (tflite-micro, micro_mutable_op_resolver.h).
+TFLM_COMMIT = "90b983c2"
+
+#: Every builtin ``MicroMutableOpResolver::Add*`` registers (tensorflow/lite/micro/micro_mutable_op_resolver.h).
+TFLM_BUILTIN_OPS = (
+    "ABS", "ADD", "ADD_N", "ARG_MAX", "ARG_MIN", "ASSIGN_VARIABLE", "AVERAGE_POOL_2D", "BATCH_MATMUL",
+    "BATCH_TO_SPACE_ND", "BROADCAST_ARGS", "BROADCAST_TO", "CALL_ONCE", "CAST", "CEIL", "CONCATENATION", "CONV_2D",
+    "COS", "CUMSUM", "DEPTHWISE_CONV_2D", "DEPTH_TO_SPACE", "DEQUANTIZE", "DIV", "DYNAMIC_UPDATE_SLICE", "ELU",
+    "EMBEDDING_LOOKUP", "EQUAL", "EXP", "EXPAND_DIMS", "FILL", "FLOOR", "FLOOR_DIV", "FLOOR_MOD", "FULLY_CONNECTED",
+    "GATHER", "GATHER_ND", "GREATER", "GREATER_EQUAL", "HARD_SWISH", "IF", "L2_NORMALIZATION", "L2_POOL_2D",
+    "LEAKY_RELU", "LESS", "LESS_EQUAL", "LOG", "LOGICAL_AND", "LOGICAL_NOT", "LOGICAL_OR", "LOGISTIC", "LOG_SOFTMAX",
+    "MAXIMUM", "MAX_POOL_2D", "MEAN", "MINIMUM", "MIRROR_PAD", "MUL", "NEG", "NOT_EQUAL", "PACK", "PAD", "PADV2",
+    "PRELU", "QUANTIZE", "READ_VARIABLE", "REDUCE_ALL", "REDUCE_MAX", "REDUCE_MIN", "RELU", "RELU6", "RESHAPE",
+    "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "REVERSE_V2", "ROUND", "RSQRT", "SELECT_V2", "SHAPE", "SIN",
+    "SLICE", "SOFTMAX", "SPACE_TO_BATCH_ND", "SPACE_TO_DEPTH", "SPLIT", "SPLIT_V", "SQRT", "SQUARE",
+    "SQUARED_DIFFERENCE", "SQUEEZE", "STRIDED_SLICE", "SUB", "SUM", "SVDF", "TANH", "TRANSPOSE", "TRANSPOSE_CONV",
+    "UNIDIRECTIONAL_SEQUENCE_LSTM", "UNPACK", "VAR_HANDLE", "WHILE", "ZEROS_LIKE",
+)
+
+#: The custom ops the same resolver can register (``AddCustom``): the signal library's audio
+#: front end (signal/micro/kernels/), the circular buffer, TFLM's weight decoder, the SSD
+#: post-processing and the Ethos-U delegate op.
+TFLM_CUSTOM_OPS = (
+    "CIRCULAR_BUFFER", "TFLM_DECODE", "TFLite_Detection_PostProcess", "ethos-u",
+    "SignalDelay", "SignalEnergy", "SignalFftAutoScale", "SignalFilterBank", "SignalFilterBankLog",
+    "SignalFilterBankSpectralSubtraction", "SignalFilterBankSquareRoot", "SignalFramer", "SignalIrfft",
+    "SignalOverlapAdd", "SignalPCAN", "SignalRfft", "SignalStacker", "SignalWindow",
+)
+
+# The model that proves each modelled op, head and tail, against TFLM's recording allocator on
+# the host build: a test-corpus model (tests/corpus.py, held equal by tests/test_verify.py on
+# every run) or a calibration model of bench/calibrate_tail.py (held by that script; its run is
+# in docs/BENCHMARKS.md).
+_TEST_CORPUS, _CALIBRATION = "tests/corpus.py", "bench/calibrate_tail.py"
+PROOF: dict[str, tuple[str, str]] = {
+    "CONV_2D": (_TEST_CORPUS, "ds_cnn_kws"),
+    "DEPTHWISE_CONV_2D": (_TEST_CORPUS, "ds_cnn_kws"),
+    "AVERAGE_POOL_2D": (_TEST_CORPUS, "ds_cnn_kws"),
+    "FULLY_CONNECTED": (_TEST_CORPUS, "fc_only"),
+    "RESHAPE": (_TEST_CORPUS, "fc_only"),
+    "SOFTMAX": (_TEST_CORPUS, "ds_cnn_kws"),
+    "MAX_POOL_2D": (_TEST_CORPUS, "pool_mix"),
+    "CONCATENATION": (_TEST_CORPUS, "concat_branches"),
+    "MEAN": (_TEST_CORPUS, "dw_stack_160"),
+    "ADD": (_TEST_CORPUS, "resnet8"),
+    "HARD_SWISH": (_TEST_CORPUS, "mbconv_se_hswish"),
+    "MUL": (_TEST_CORPUS, "mbconv_se_hswish"),
+    "RELU": (_CALIBRATION, "relu_8"),
+    "RELU6": (_CALIBRATION, "relu6_8"),
+    "LOGISTIC": (_CALIBRATION, "sigm_8"),
+    "PAD": (_CALIBRATION, "pad"),
+    "MAXIMUM": (_CALIBRATION, "maximum"),
+    "TRANSPOSE": (_CALIBRATION, "transpose"),
+    "SHAPE": (_CALIBRATION, "reshape_8"),
+    "PACK": (_CALIBRATION, "reshape_8"),
+    "SUB": (_CALIBRATION, "sub"),
+    "STRIDED_SLICE": (_CALIBRATION, "strided_slice"),
+    "QUANTIZE": (_CALIBRATION, "q_float_io"),
+    "DEQUANTIZE": (_CALIBRATION, "q_float_io"),
+}
+
+#: Op kinds the memory model covers exactly (on the measured build).
+MODELLED = frozenset(PROOF)
+
+# QUANTIZE and DEQUANTIZE were measured together and their tail split evenly
+# (toolchain/memory/persistent.py): exact only when the model has both.
+_MEASURED_AS_A_PAIR = frozenset({"QUANTIZE", "DEQUANTIZE"})
+
+MEASURED_BUILD = "64-bit host, reference kernels"
+
+
+@dataclass(frozen=True)
+class Exactness:
+    """Whether a target's figures are exact, and if not, why."""
+
+    unmodelled_ops: tuple[str, ...]
+    build_reasons: tuple[str, ...]
+
+    @property
+    def exact(self) -> bool:
+        return not self.unmodelled_ops and not self.build_reasons
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        ops = (f"ops not modelled exactly: {', '.join(self.unmodelled_ops)}",) if self.unmodelled_ops else ()
+        return ops + self.build_reasons
+
+    def to_dict(self) -> dict:
+        return {"exact": self.exact, "unmodelled_ops": list(self.unmodelled_ops),
+                "approximate_because": list(self.reasons)}
+
+
+def unmodelled_ops(graph: Graph) -> tuple[str, ...]:
+    """The op kinds of ``graph`` the memory model does not cover exactly, sorted."""
+    kinds = set(graph.op_kinds)
+    missing = kinds - MODELLED
+    pair = kinds & _MEASURED_AS_A_PAIR
+    if pair and pair != _MEASURED_AS_A_PAIR:
+        missing |= pair
+    return tuple(sorted(missing))
+
+
+def exactness(graph: Graph, pointer_bytes: int, kernel_library: str) -> Exactness:
+    """:class:`Exactness` of ``graph``'s figures on a build (pointer width, kernel library)."""
+    build = []
+    if pointer_bytes != 8:
+        build.append("32-bit tail not yet measured on a Cortex-M build (struct sizes from TFLM's headers)")
+    if kernel_library != "reference":
+        build.append(f"{kernel_library} scratch sizes documented from its source, not measured")
+    return Exactness(unmodelled_ops(graph), tuple(build))
+
+
+# --- what TFLM refuses in Prepare, from the model alone ----------------------------------------
+def _near(value, target: float, tolerance: float) -> bool:
+    return value is not None and abs(float(value) - target) <= tolerance
+
+
+def _softmax(graph: Graph, op) -> str | None:
+    # tensorflow/lite/micro/kernels/softmax_common.cc, CalculateSoftmaxParams.
+    x, y = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
+    if y.dtype == "int16":
+        if x.dtype not in ("int8", "int16"):
+            return f"int16 output needs an int8 or int16 input, not {x.dtype}"
+    elif x.dtype != y.dtype:
+        return f"input {x.dtype} and output {y.dtype} differ"
+    if x.dtype == "int16":
+        if x.zero_point not in (0, None) or y.zero_point not in (0, None):
+            return "int16 input and output zero points must be 0"
+        if not _near(y.scale, 1 / 32768, 0.001 / 32768):
+            return f"int16 output scale must be 1/32768, not {y.scale!r}"
+    elif x.dtype == "int8" and y.dtype == "int16":
+        if y.zero_point != -32768 or not _near(y.scale, 1 / 65536, 0.001 / 65536):
+            return f"int16 output of an int8 input must have zero point -32768 and scale 1/65536, not {y.zero_point} and {y.scale!r}"
+    elif x.dtype == "int8":
+        if y.zero_point != -128 or y.scale is None or np.float32(y.scale) != np.float32(1 / 256):
+            return f"int8 output must have zero point -128 and scale 1/256, not {y.zero_point} and {y.scale!r}"
+    return None
+
+
+def _logistic(graph: Graph, op) -> str | None:
+    # tensorflow/lite/micro/kernels/logistic_common.cc, LogisticPrepare.
+    x, y = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
+    if x.dtype != y.dtype:
+        return f"input {x.dtype} and output {y.dtype} differ"
+    if x.dtype == "int8" and y.zero_point != -128:
+        return f"int8 output zero point must be -128, not {y.zero_point}"
+    if x.dtype == "int16" and (x.zero_point not in (0, None) or y.zero_point not in (0, None)):
+        return "int16 input and output zero points must be 0"
+    return None
+
+
+_PREPARE_CHECKS = {"SOFTMAX": _softmax, "LOGISTIC": _logistic}
+
+
+def tflm_refusals(graph: Graph) -> list[str]:
+    """``"<op #i KIND>: <reason>"`` for every op whose TFLM kernel would fail ``Prepare`` on this
+    model whatever the build (checks that depend on the model only)."""
+    out = []
+    for i, op in enumerate(graph.ops):
+        check = _PREPARE_CHECKS.get(op.kind)
+        if check is None or not op.inputs or not op.outputs or op.inputs[0] < 0 or op.outputs[0] < 0:
+            continue
+        reason = check(graph, op)
+        if reason:
+            out.append(f"op #{i} {op.kind}: {reason}")
+    return out
+
+
+def coverage_rows() -> list[dict]:
+    """One row per op TFLM registers: modelled exactly (and the model that proves it) or not."""
+    rows = []
+    for kind, custom in [(k, False) for k in TFLM_BUILTIN_OPS] + [(k, True) for k in TFLM_CUSTOM_OPS]:
+        proof = PROOF.get(kind)
+        rows.append({"op": kind, "custom": custom, "modelled": proof is not None,
+                     "proof": f"{proof[1]} ({proof[0]})" if proof else None,
+                     "note": "exact when the model has both QUANTIZE and DEQUANTIZE" if kind in _MEASURED_AS_A_PAIR else None})
+    return rows
+
+
+def coverage_markdown() -> str:
+    """docs/OPS.md: the coverage table with its counts (``moofa ops --markdown``; a test keeps the file equal)."""
+    rows = coverage_rows()
+    modelled = sum(r["modelled"] for r in rows)
+    lines = [
+        "# Op coverage of the memory model",
+        "",
+        f"Generated by `moofa ops --markdown` from `toolchain/memory/coverage.py`; every op tflite-micro "
+        f"{TFLM_COMMIT} registers (`MicroMutableOpResolver::Add*`, builtin and custom).",
+        "",
+        f"**{len(rows)} ops: {modelled} modelled exactly, {len(rows) - modelled} not modelled.** A model with an op that is "
+        "not modelled is reported as *approximate* by `moofa verify` (`\"exact\": false` and `\"unmodelled_ops\"` in "
+        "`--json`; `--strict` makes it exit 2). Exact figures are measured on the "
+        f"{MEASURED_BUILD} build; other builds are approximate until measured (docs/ARCHITECTURE.md).",
+        "",
+        "| op | kind | modelled | proved by |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        proof = r["proof"] or ""
+        if r["note"]:
+            proof += f" ({r['note']})"
+        lines.append(f"| `{r['op']}` | {'custom' if r['custom'] else 'builtin'} | {'exact' if r['modelled'] else 'no'} | {proof} |")
+    return "\n".join(lines)
+
+
+assert MODELLED <= set(HOST_KERNELS), "every modelled op has measured tail figures"

@@ -6,7 +6,7 @@ setup:
 
 # The main job: deploy the bundled Fashion-MNIST supernet to the default board.
 deploy: setup
-	.venv/bin/moofa-deploy --target nucleo-f746zg --out build/deploy
+	.venv/bin/moofa-deploy --target nucleo-f746zg --out build/deploy --boot always
 
 test: setup
 	.venv/bin/python -m pytest -q

@@ -64,7 +64,9 @@ examples:
   moofa verify model.tflite --target nucleo-f746zg
   moofa verify model.tflite --target f746,pico --json
   moofa verify model.tflite --all-targets --junit fit.xml   # for CI: exit 1 if it does not fit
-  moofa verify model.tflite --target host --measure         # predicted next to TFLM-measured
+  moofa verify model.tflite --target f746,host --measure    # predicted next to TFLM-measured (f746: its
+                                                            #   own Cortex-M7 + CMSIS-NN build, in QEMU)
+  moofa ops                                                 # which ops the memory model covers exactly
   moofa plan model.tflite -o model.planned.tflite            # less SRAM for free
   moofa train --layout moofa --preset fmnist-cpu             # train a supernet
   moofa eval --supernet moofa --subnet min                   # a subnet's test top-1
@@ -105,9 +107,13 @@ def _add_verify(sub) -> None:
     p.add_argument(
         "--measure",
         action="store_true",
-        help="also run the real TFLM interpreter (tflite-micro, 64-bit host, in a subprocess) and "
-        "report its measured head and tail next to the prediction",
+        help="also run the real TFLM: each board on its own build where QEMU can emulate it (TFLM built from "
+        "source for its Cortex-M core and kernel library on first use, minutes, then cached), the host board on "
+        "the tflite-micro package's interpreter; prints the measured head and tail next to the prediction and "
+        "exits 1 if TFLM needed more than predicted",
     )
+    p.add_argument("--tflm-src", metavar="DIR", help="tflite-micro source tree for the Cortex-M builds (default "
+                   "$MOOFA_TFLM_SRC, or the pinned archive when this checkout has it)")
     p.add_argument("--plan", action="store_true", help="print the arena plan as a picture (one row per op)")
     p.add_argument("--strict", action="store_true",
                    help="exit 2 when the model has ops the memory model does not cover exactly (`moofa ops`); "
@@ -249,7 +255,9 @@ def _add_sweep(sub) -> None:
 def _add_predictor(sub) -> None:
     p = sub.add_parser("predictor", help="build the accuracy predictor of a supernet",
                        description="Measure sampled subnets on the validation split (never the test set), fit OFA's MLP, "
-                                   "and save dataset and predictor next to the supernet. Runs across torchrun ranks.")
+                                   "and save dataset and predictor next to the supernet (for a bundled supernet, in "
+                                   "$MOOFA_CACHE_DIR or ~/.cache/moofa/predictors/: the shipped files are never "
+                                   "written; search and deploy then prefer the one built). Runs across torchrun ranks.")
     p.add_argument("action", choices=("build",))
     p.add_argument("--supernet", default="moofa")
     p.add_argument("--subnets", type=POSITIVE_INT, default=500, help="how many subnets to measure (default 500); a larger number after an earlier build (same --seed and --val-images) measures only the new ones")
@@ -305,7 +313,8 @@ def _cmd_verify(args) -> int:
     if args.junit:
         output_target(args.junit)  # a device, FIFO or folder is refused before the work
     targets = all_targets() if args.all_targets else resolve_targets(args.target)
-    v = verify_model(args.model, targets, measure=args.measure)
+    say = lambda msg: print(f"[moofa verify] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    v = verify_model(args.model, targets, measure=args.measure, on_boards=args.measure, tflm_src=args.tflm_src, progress=say)
     if args.junit:
         _write_atomically(Path(args.junit), junit_xml(v))
     if args.json:
@@ -420,14 +429,14 @@ def _cmd_predictor(args) -> int:
 
 
 def _cmd_search(args) -> int:
-    from moofa.search.predictor import predictor_path_for
+    from moofa.search.predictor import predictor_in_use
     from moofa.search.run import run_search
     from moofa.train.evaluate import resolve_supernet
     from toolchain.files import check_outputs_are_not_inputs, output_target
 
     supernet = resolve_supernet(args.supernet)
     outputs = [args.out, *((args.pareto + ".json", args.pareto + ".png") if args.pareto else ())]
-    check_outputs_are_not_inputs(outputs, [supernet, predictor_path_for(supernet)])
+    check_outputs_are_not_inputs(outputs, [supernet, predictor_in_use(supernet)])
     for out in outputs:
         if out is not None:
             output_target(out)
@@ -435,13 +444,13 @@ def _cmd_search(args) -> int:
 
 
 def _cmd_sweep(args) -> int:
-    from moofa.search.predictor import predictor_path_for
+    from moofa.search.predictor import predictor_in_use
     from moofa.search.run import run_sweep
     from moofa.train.evaluate import resolve_supernet
     from toolchain.files import check_outputs_are_not_inputs
 
     supernet = resolve_supernet(args.supernet)
-    check_outputs_are_not_inputs([args.out + ext for ext in (".md", ".json", ".png")], [supernet, predictor_path_for(supernet)])
+    check_outputs_are_not_inputs([args.out + ext for ext in (".md", ".json", ".png")], [supernet, predictor_in_use(supernet)])
 
     return run_sweep(args)
 
@@ -509,9 +518,10 @@ DEPLOY_DESCRIPTION = """\
 Deploy to a board: verify the model fits (predicted and measured with the real TFLM
 interpreter), cross-check TFLM against LiteRT, and write firmware files for a TFLM project.
 
-Writes into --out: model.tflite, model_data.h, model_data.cc, model_ops.h, model_config.h,
-main.cc, report.md, memory_profile.png (from a supernet also subnet.json, model.onnx,
-summary.json). Exit 0 when everything checks, 1 when the model does not fit or a check fails,
+Writes into --out (as a whole: a staging folder renamed into place when everything passed):
+model.tflite, model_data.h, model_data.cc, model_ops.h, model_config.h, main.cc, Makefile,
+report.md, memory_profile.png (from a supernet also subnet.json, model.onnx, summary.json).
+On a Cortex-M4/M7 board it also boots the firmware in QEMU (--boot) and checks the arena. Exit 0 when everything checks, 1 when the model does not fit or a check fails,
 2 on bad input (then nothing is written for an .onnx model that cannot be converted).
 
 examples:
@@ -553,7 +563,7 @@ def _cmd_deploy(args) -> int:
 
     out = Path(args.out)
     options = DeployOptions(labels=args.labels.split(",") if args.labels else None, samples=args.samples,
-                            cross_check_steps=args.cross_check_steps, final_dir=out)
+                            cross_check_steps=args.cross_check_steps, final_dir=out, boot=args.boot)
     say = (lambda msg: None) if args.json else (lambda msg: print(f"[moofa-deploy] {msg}", file=sys.stderr, flush=True))
     with staged_folder(out, _deploy_folder_names()) as work:  # all or nothing: --out appears only when everything passed
         if model.suffix.lower() == ".onnx":
@@ -573,6 +583,13 @@ def _cmd_deploy(args) -> int:
             print(f"  arm-none-eabi-g++ ({target.core}): model data {result.compile.section_bytes} B, {'fits' if result.compile.fits_flash else 'OVER'} flash budget")
         else:
             print(f"  firmware compile check skipped: {result.compile.reason}")
+        b = result.boot
+        if b is not None and b.ran:
+            print(f"  firmware booted in QEMU ({b.build}): arena used {b.arena_used_bytes:,} of {b.arena_size_bytes:,} B "
+                  f"(predicted {b.predicted_arena_bytes:,}); classes {'equal to' if b.classes == b.expected_classes else 'DIFFERENT from'} "
+                  f"the host TFLM's on {len(b.expected_classes)} inputs" if b.allocate_ok else "  firmware: AllocateTensors FAILED in QEMU")
+        elif b is not None:
+            print(f"  firmware not booted here: {b.reason}")
         print(f"  wrote {', '.join(sorted(p.name for p in result.files.values()))} to {result.out_dir}")
     return EXIT_OK if result.ok else EXIT_DOES_NOT_FIT
 
@@ -595,7 +612,8 @@ def _deploy_supernet(args) -> int:
 
     say = (lambda msg: None) if args.json else (lambda msg: print(f"[moofa-deploy] {msg}", file=sys.stderr, flush=True))
     out = Path(args.out)
-    options = SupernetDeployOptions(seed=args.seed, data=args.data, cross_check_steps=args.cross_check_steps, final_dir=out)
+    options = SupernetDeployOptions(seed=args.seed, data=args.data, cross_check_steps=args.cross_check_steps, final_dir=out,
+                                    boot=args.boot)
     try:
         with staged_folder(out, _deploy_folder_names()) as work:  # all or nothing
             summary = deploy_supernet(args.supernet or "moofa", target, work, options, progress=say)
@@ -628,6 +646,9 @@ def deploy_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cross-check-steps", type=NON_NEGATIVE_INT, default=2, metavar="N",
                         help="quantization steps TFLM's and LiteRT's int8 outputs may differ (default 2: their FULLY_CONNECTED "
                              "and HARD_SWISH kernels round differently; 0 demands bit-identical outputs)")
+    parser.add_argument("--boot", choices=("auto", "always", "never"), default="auto",
+                        help="boot the generated firmware in QEMU on a Cortex-M4/M7 board: auto (default) when that core's "
+                             "TFLM build is cached, always (build it first: several minutes, once), never")
     parser.add_argument("--json", action="store_true", help="print a JSON summary (sram/flash blocks as in verify)")
     return run(argv, parser, {None: _cmd_deploy})
 

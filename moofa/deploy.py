@@ -175,6 +175,7 @@ class SupernetDeployOptions:
     calibration_images: int = 256
     cross_check_steps: int = 2
     final_dir: Path | None = None  # where out_dir ends up (a staging folder renamed into place)
+    boot: str = "auto"  # boot the firmware in QEMU: auto (when the core's TFLM build is cached), always, never
 
 
 def deploy_supernet(supernet_spec: str, target, out_dir: Path, options: SupernetDeployOptions | None = None,
@@ -274,7 +275,7 @@ def _deploy_supernet(worker: Int8Process, supernet_spec, target, out_dir: Path, 
     options = DeployOptions(
         labels=list(meta["dataset"].get("class_names") or []), seed=o.seed, inputs=quantize_images(staged, test_x[:32]),
         cross_check_steps=o.cross_check_steps, accuracy=accuracy, extra_files={"model.onnx": onnx_export.path},
-        timings_s=timings, final_dir=o.final_dir,
+        timings_s=timings, final_dir=o.final_dir, boot=o.boot,
         summary={"subnet": found.config.to_dict(), "supernet": str(setup.path), "export": export,
                  "onnx": {"path": str((o.final_dir or out_dir) / "model.onnx"), "opset": onnx_export.opset, "bytes": onnx_export.model_bytes,
                           "onnxruntime_vs_torch_max_abs_diff": onnx_export.max_abs_diff}},

@@ -12,8 +12,9 @@ if ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
     exit 2
 fi
 
-# System packages: the Fashion-MNIST data and the Arm compiler that checks firmware headers.
-APT_PACKAGES="dataset-fashion-mnist gcc-arm-none-eabi"
+# System packages: the Fashion-MNIST data, the Arm compiler and C library (firmware checks, TFLM
+# built for Cortex-M) and QEMU (runs those builds to measure the arena a board gets).
+APT_PACKAGES="dataset-fashion-mnist gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib qemu-system-arm"
 missing=""
 for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

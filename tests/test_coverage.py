@@ -130,14 +130,22 @@ def test_an_unmodelled_op_is_approximate_in_every_output_and_strict_refuses_it(t
     assert r.returncode == 2 and "TANH" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_exact_only_on_the_measured_build(corpus):
+def test_exact_only_on_the_measured_builds(corpus):
     graph = read_model(corpus["ds_cnn_kws"])
     assert exactness(graph, 8, "reference").exact
-    assert not exactness(graph, 4, "reference").exact and not exactness(graph, 8, "cmsis-nn").exact
-    assert exactness(graph, 4, "cmsis-nn").unmodelled_ops == ()
-    r = moofa("verify", str(corpus["ds_cnn_kws"]), "--target", "host,f746", "--json")
+    assert exactness(graph, 4, "reference", "cortex-m7").exact and exactness(graph, 4, "cmsis-nn", "cortex-m4f").exact
+    assert not exactness(graph, 8, "cmsis-nn").exact and not exactness(graph, 4, "esp-nn", "xtensa-lx7").exact
+    assert not exactness(graph, 4, "cmsis-nn", "cortex-m0plus").exact  # no DSP: other CMSIS-NN code paths
+    r = moofa("verify", str(corpus["ds_cnn_kws"]), "--target", "host,f746,pico,esp32-s3", "--json")
     exact = {t["target"]: t["exact"] for t in json.loads(r.stdout)["targets"]}
-    assert exact == {"host": True, "nucleo-f746zg": False}
+    assert exact == {"host": True, "nucleo-f746zg": True, "raspberry-pi-pico": False, "esp32-s3-devkitc-1": False}
+
+
+def test_a_build_specific_refusal_is_per_board(corpus):
+    r = moofa("verify", str(corpus["int16_cnn"]), "--target", "host,f746", "--json")
+    host, f746 = json.loads(r.stdout)["targets"]
+    assert r.returncode == 1 and host["fits"] and not host["tflm_refuses"]
+    assert not f746["fits"] and "CMSIS-NN" in f746["tflm_refuses"][0]
 
 
 def _with_softmax_output(src: Path, dst: Path, scale: float, zero_point: int) -> Path:

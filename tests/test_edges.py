@@ -78,18 +78,13 @@ def test_an_output_that_is_an_input_is_refused(model, tmp_path):
 def test_written_files_get_the_umask_mode(tmp_path):
     from toolchain.files import write_atomically
 
-    old = os.umask(0o027)
-    try:
-        write_atomically(tmp_path / "a.txt", "x")
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o640
-    old = os.umask(0o022)
-    try:
-        write_atomically(tmp_path / "b.txt", "x")
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE((tmp_path / "b.txt").stat().st_mode) == 0o644
+    for name, mask, mode in (("a.txt", 0o027, 0o640), ("b.txt", 0o022, 0o644)):
+        old = os.umask(mask)
+        try:
+            write_atomically(tmp_path / name, "x")
+        finally:
+            os.umask(old)
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode
     assert not list(tmp_path.glob(".*.tmp"))
 
 

@@ -70,11 +70,11 @@ def test_mcu_prediction_differs_only_where_it_should(corpus):
 
 
 def test_verify_json_contract_and_measure(corpus):
-    r = moofa("verify", str(corpus["resnet8"]), "--target", "host,nucleo-f746zg", "--json", "--measure")
+    r = moofa("verify", str(corpus["resnet8"]), "--target", "host,esp32-s3", "--json", "--measure")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["model"] == str(corpus["resnet8"])
-    assert [t["target"] for t in out["targets"]] == ["host", "nucleo-f746zg"]
+    assert [t["target"] for t in out["targets"]] == ["host", "esp32-s3-devkitc-1"]
     for t in out["targets"]:
         assert {"arena_bytes", "arena_head_bytes", "arena_tail_bytes", "scratch_bytes", "reserved_bytes", "budget_bytes"} <= t["sram"].keys()
         assert {"model_bytes", "reserved_bytes", "budget_bytes"} <= t["flash"].keys()

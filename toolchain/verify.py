@@ -14,7 +14,7 @@ from pathlib import Path
 from toolchain.boards.budget import Budget
 from toolchain.files import read_input_bytes
 from toolchain.ir.graph import Graph
-from toolchain.memory.coverage import MEASURED_BUILD, Exactness, exactness, tflm_refusals, unmodelled_ops
+from toolchain.memory.coverage import Exactness, exactness, tflm_refusals, unmodelled_ops
 from toolchain.memory.estimate import ArenaEstimate, estimate_arena, estimate_for_target
 from toolchain.tflite.reader import parse_model
 
@@ -27,6 +27,14 @@ class TargetResult:
     estimate: ArenaEstimate
     model_bytes: int
     exactness: Exactness
+    measurement: object | None = None  # what TFLM recorded on this board's build (--measure)
+    measured_on: str = ""  # which build that was
+    not_measured_because: str = ""  # with --measure, when this board's build cannot be run here
+    refusals: list[str] = field(default_factory=list)  # why this board's kernel library would refuse the model
+
+    @property
+    def measured_exceeds_prediction(self) -> bool:
+        return self.measurement is not None and self.measurement.arena_total_bytes > self.estimate.arena_bytes
 
     @property
     def budget(self) -> Budget:
@@ -50,7 +58,7 @@ class TargetResult:
 
     @property
     def fits(self) -> bool:
-        return self.sram_fits and self.flash_fits
+        return self.sram_fits and self.flash_fits and not self.refusals
 
     def sram_dict(self) -> dict:
         return self.budget.sram_block(self.estimate.to_dict())
@@ -79,9 +87,10 @@ class Verification:
 
     @property
     def measured_exceeds_prediction(self) -> bool:
-        """TFLM needed more arena than predicted for the build it ran: the model cannot stand behind its figures."""
-        return self.measured is not None and self.host_estimate is not None and \
+        """TFLM needed more arena than predicted for a build it ran: the model cannot stand behind its figures."""
+        host = self.measured is not None and self.host_estimate is not None and \
             self.measured.arena_total_bytes > self.host_estimate.arena_bytes
+        return host or any(r.measured_exceeds_prediction for r in self.results)
 
     @property
     def fits(self) -> bool:
@@ -103,13 +112,18 @@ class Verification:
         targets = []
         for r in self.results:
             entry = {"target": r.target.name, "fits": r.fits and self.runs_on_tflm, **r.exactness.to_dict(),
+                     "tflm_refuses": r.refusals,
                      "sram": r.sram_dict(), "flash": r.flash_dict()}
-            if self.measured is not None:
+            if r.measurement is not None:
                 entry["measured"] = {
-                    "arena_head_bytes": self.measured.arena_head_bytes,
-                    "arena_tail_bytes": self.measured.arena_tail_bytes,
-                    "measured_on": MEASURED_ON,
+                    "arena_head_bytes": r.measurement.arena_head_bytes,
+                    "arena_tail_bytes": r.measurement.arena_tail_bytes,
+                    "measured_on": r.measured_on,
+                    "agrees": r.measurement.agrees_with(r.estimate),
                 }
+            elif r.not_measured_because:
+                entry["measured"] = None
+                entry["not_measured_because"] = r.not_measured_because
             targets.append(entry)
         out = {
             "model": self.model,
@@ -128,13 +142,19 @@ class Verification:
         return out
 
 
-def verify_model(path: str | Path, targets: list, measure: bool = False) -> Verification:
-    """Predict (and optionally measure) the memory of the model at ``path`` on each target."""
+def verify_model(path: str | Path, targets: list, measure: bool = False, on_boards: bool = False,
+                 tflm_src=None, progress=None) -> Verification:
+    """Predict (and with ``measure``, measure) the memory of the model at ``path`` on each target.
+
+    ``measure`` runs the host interpreter (64-bit, reference kernels), which measures the ``host``
+    board; with ``on_boards`` too, every other board is measured on its own build where it can
+    be emulated (TFLM built for its Cortex-M core and kernel library, in QEMU:
+    :mod:`toolchain.runtime.cortexm`), and the others say why not."""
     path = Path(path)
     data = read_input_bytes(path)
     graph = parse_model(data, str(path))
-    results = [TargetResult(t, estimate_for_target(graph, t), len(data), exactness(graph, t.pointer_bytes, t.kernel_library))
-               for t in targets]
+    results = [TargetResult(t, estimate_for_target(graph, t), len(data), exactness(graph, t.pointer_bytes, t.kernel_library, t.core),
+                            refusals=tflm_refusals(graph, t.kernel_library)) for t in targets]
     notes = []
     unmodelled = unmodelled_ops(graph)
     if unmodelled:
@@ -146,6 +166,8 @@ def verify_model(path: str | Path, targets: list, measure: bool = False) -> Veri
 
         measured = tflm_measure(path)
         host = estimate_arena(graph, 8, "reference")  # the build the tflite-micro package runs
+        for r in results:
+            _measure_target(r, path, measured, on_boards, tflm_src, progress)
     return Verification(str(path), graph, results, measured, notes, host, tflm_refusals(graph))
 
 
@@ -162,7 +184,8 @@ def format_table(v: Verification) -> str:
     for r in v.results:
         short = [x for x, ok in (("SRAM", r.sram_fits), ("flash", r.flash_fits)) if not ok]
         e = r.estimate
-        verdict = "fits" if r.fits else f"DOES NOT FIT ({', '.join(short)})"
+        verdict = "fits" if r.fits else (f"WILL NOT RUN ({r.target.kernel_library})" if r.refusals
+                                         else f"DOES NOT FIT ({', '.join(short)})")
         rows.append(
             (
                 r.target.name,
@@ -184,21 +207,24 @@ def format_table(v: Verification) -> str:
         lines.append("  " + "  ".join(cells))
         if k == 0:
             lines.append("  " + " " * (widths[0] + widths[1] + 2) + "  (KiB)")
-    if v.measured is not None:
-        m = v.measured
-        lines.append(f"  measured by TFLM ({MEASURED_ON}): head {m.arena_head_bytes} B, tail {m.arena_tail_bytes} B")
-        for r in v.results:
-            if r.target.pointer_bytes == 8 and r.target.kernel_library == "reference":
-                same = (r.estimate.arena_head_bytes, r.estimate.arena_tail_bytes) == (m.arena_head_bytes, m.arena_tail_bytes)
-                lines.append(
-                    f"  predicted for {r.target.name}: head {r.estimate.arena_head_bytes} B, tail {r.estimate.arena_tail_bytes} B"
-                    f" -> {'exact match' if same else 'MISMATCH'}"
-                )
+    for r in v.results:
+        if r.measurement is not None:
+            m, e = r.measurement, r.estimate
+            verdict = "exact match" if m.agrees_with(e) else (
+                f"MISMATCH (head {m.arena_head_bytes - e.arena_head_bytes:+,} B, tail {m.arena_tail_bytes - e.arena_tail_bytes:+,} B)")
+            lines.append(f"  {r.target.name}: measured on {r.measured_on}: head {m.arena_head_bytes:,} B, tail "
+                         f"{m.arena_tail_bytes:,} B; predicted {e.arena_head_bytes:,} B and {e.arena_tail_bytes:,} B -> {verdict}")
+        elif r.not_measured_because:
+            lines.append(f"  {r.target.name}: not measured: {r.not_measured_because}")
     for refusal in v.refusals:
         lines.append(f"  will not run on TFLM: {refusal}")
+    for r in v.results:
+        for refusal in r.refusals:
+            lines.append(f"  will not run on {r.target.name} ({r.target.kernel_library}): {refusal}")
     builds = sorted({reason for r in v.results for reason in r.exactness.build_reasons})
     if builds:
-        lines.append(f"  approx: exact on the {MEASURED_BUILD} build only (the build the figures are measured on); here:")
+        lines.append("  approx: the figures are measured exact on the host build and on ARMv7E-M Cortex-M builds "
+                     "(reference, CMSIS-NN); not here:")
         lines += [f"    - {reason}" for reason in builds]
     if v.unmodelled_ops:
         lines.append(f"  approx*: ops not modelled exactly: {', '.join(v.unmodelled_ops)}")
@@ -216,8 +242,8 @@ def junit_xml(v: Verification) -> str:
     for r in v.results:
         name = quoteattr(f"fits {r.target.name}")
         body = ""
-        if not v.runs_on_tflm:
-            msg = "will not run on TFLM: " + "; ".join(v.refusals)
+        if not v.runs_on_tflm or r.refusals:
+            msg = "will not run on TFLM: " + "; ".join(v.refusals + r.refusals)
             body = f"<failure message={quoteattr(msg)}>{escape(msg)}</failure>"
         elif not r.fits:
             msg = (
@@ -238,3 +264,21 @@ def junit_xml(v: Verification) -> str:
         + "\n".join(cases)
         + "\n</testsuite>\n"
     )
+
+
+def _measure_target(r: TargetResult, path: Path, host_measurement, on_boards: bool, tflm_src, progress) -> None:
+    """Give ``r`` the measurement of its own build, or the reason there is none."""
+    t = r.target
+    if t.pointer_bytes == 8 and t.kernel_library == "reference":
+        r.measurement, r.measured_on = host_measurement, MEASURED_ON
+        return
+    if not on_boards:
+        r.not_measured_because = "measured on the host build only (the deploy's check)"
+        return
+    from toolchain.runtime import cortexm
+
+    if cortexm.emulated_core(t) is None:
+        r.not_measured_because = cortexm.not_measurable_reason(t)
+        return
+    r.measurement = cortexm.measure_for_target(path, t, tflm_src, progress)
+    r.measured_on = r.measurement.measured_on

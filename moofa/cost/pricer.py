@@ -47,7 +47,7 @@ from toolchain.memory.chain import (
     chain_steps,
 )
 from toolchain.memory.estimate import estimate_arena
-from toolchain.memory.persistent import abi_for, allocation_sequence, op_allocations
+from toolchain.memory.persistent import abi_for, allocation_sequence, kernel_tails, op_allocations
 from toolchain.memory.planner import align_up
 from toolchain.memory.scratch import scratch_requests
 
@@ -272,7 +272,7 @@ class Pricer:
         self.pointer_bytes = pointer_bytes
         self.kernel_library = kernel_library
         self._abi = abi_for(pointer_bytes)
-        self._op_allocations = op_allocations
+        self._kernels = kernel_tails(pointer_bytes, kernel_library)
         self._scratch_requests = scratch_requests
         # Inputs' and outputs' tail allocations: what allocation_sequence adds for a graph
         # with one int8 input and one int8 output and no ops (after the two struct arrays).
@@ -297,7 +297,7 @@ class Pricer:
         scratch = self._scratch_requests(graph, self.kernel_library)
         tails: tuple[list, list, list] = ([], [], [])
         for op in graph.ops:  # toolchain.memory.persistent states each op's tail once
-            for region, allocations in zip(tails, self._op_allocations(graph, op)):
+            for region, allocations in zip(tails, op_allocations(graph, op, self._kernels)):
                 region.extend(allocations)
         names = tflite_name_lengths(graph)
         own = [(t, n) for i, (t, n) in enumerate(zip(graph.tensors, names)) if owns_input or i != graph.inputs[0]]

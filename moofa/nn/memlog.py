@@ -18,6 +18,7 @@ its first blocks, MOOFA is flat).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -162,7 +163,10 @@ def plot_profiles(logs: dict[str, MemoryLog], path, title: str = "", paper: bool
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    from toolchain.files import atomic_output
+
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
     plt.close(fig)
 
 

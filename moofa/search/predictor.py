@@ -10,8 +10,10 @@ and the others by crossing two; every candidate priced by the analytic memory mo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -29,6 +31,13 @@ from toolchain.files import atomic_output, write_atomically
 # (resolution).
 POPULATION, GENERATIONS, PARENT_RATIO, MUTATION_RATIO, MUTATE_PROB, RESOLUTION_MUTATE_PROB = 100, 500, 0.25, 0.5, 0.1, 0.5
 PREDICTOR_FORMAT = "moofa-predictor/1"
+# The fewest measured subnets a predictor is built from or loaded with. ``fit_predictor`` holds
+# out a fifth (at least one), and Kendall's tau on the held-out part needs two of them: n >= 10.
+MIN_SUBNETS = 10
+# Bounds on the MLP a predictor file may ask for (OFA's is 3 x 400), so that a corrupt file cannot
+# make the loader allocate gigabytes before the shapes are checked.
+MAX_HIDDEN, MAX_LAYERS = 4096, 16
+CACHE_ENV = "MOOFA_CACHE_DIR"
 
 
 # --- accuracy predictor --------------------------------------------------------------------------
@@ -51,11 +60,23 @@ class PredictorMLP(nn.Module):
 
 
 def supernet_digest(path: Path) -> str:
+    """The first 16 hex digits of the checkpoint's SHA-256 (what a predictor is tied to)."""
+    st = os.stat(path)
+    return _digest(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _digest(path: str, size: int, mtime_ns: int) -> str:  # size and mtime: a rewritten file is hashed again
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()[:16]
+
+
+def _one_line(e: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}" if text else type(e).__name__
 
 
 @dataclass
@@ -65,28 +86,80 @@ class Predictor:
     space: object
     model: PredictorMLP
     meta: dict = field(default_factory=dict)
+    path: Path | None = None  # the file it was loaded from or saved to
 
     @torch.no_grad()
     def predict(self, configs) -> np.ndarray:
         x = torch.from_numpy(self.space.encode_many(list(configs)))
         return self.model(x).numpy()
 
+    def non_finite(self, configs=()) -> str | None:
+        """What is not finite about this predictor (a weight, or its prediction for one of
+        ``configs`` or of the space's smallest and largest subnets), or None."""
+        for name, value in self.model.state_dict().items():
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                return f"weight {name!r} holds NaN or infinite values"
+        probes = list(configs) + [c for r in self.space.resolutions for c in (self.space.min_config(r), self.space.max_config(r))]
+        if not np.isfinite(self.predict(probes)).all():
+            return "its predictions are NaN or infinite"
+        return None
+
     def save(self, path: Path) -> None:
         state = {"format": PREDICTOR_FORMAT, "meta_json": json.dumps(self.meta), "model": self.model.state_dict()}
         with atomic_output(path) as tmp:
             torch.save(state, tmp)
+        self.path = Path(path)
 
     @classmethod
     def load(cls, path: Path, space) -> "Predictor":
+        """Load and check a predictor file for ``space``: any file that is not a whole, finite
+        predictor of this space, built from at least :data:`MIN_SUBNETS` subnets, is a one-line
+        :class:`InputError` naming it."""
+        path = Path(path)
+        rebuild = "rebuild it with `moofa predictor build`"
         if not path.is_file():
             raise InputError(f"{path}: no accuracy predictor; build one with `moofa predictor build --supernet ...`")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, UnpicklingError, EOFError ... on a bad file
+            raise InputError(f"{path}: unreadable accuracy predictor, truncated or not a torch file ({_one_line(e)}); {rebuild}") from None
         if not isinstance(state, dict) or state.get("format") != PREDICTOR_FORMAT:
             raise InputError(f"{path}: not a moofa accuracy predictor")
-        meta = json.loads(state["meta_json"])
-        model = PredictorMLP(space.encoding_length, meta.get("hidden", 400), meta.get("layers", 3))
-        model.load_state_dict(state["model"])
-        return cls(space, model.eval(), meta)
+        try:
+            meta = json.loads(state.get("meta_json"))
+        except (TypeError, ValueError):
+            meta = None
+        if not isinstance(meta, dict):
+            raise InputError(f"{path}: malformed accuracy predictor (no readable metadata); {rebuild}")
+        hidden, layers, n = meta.get("hidden", 400), meta.get("layers", 3), meta.get("n")
+        for key, value, top in (("hidden", hidden, MAX_HIDDEN), ("layers", layers, MAX_LAYERS)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+                raise InputError(f"{path}: malformed accuracy predictor ({key} = {value!r}, expected an integer in [1, {top}]); {rebuild}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < MIN_SUBNETS:
+            raise InputError(f"{path}: accuracy predictor built from {n!r} subnets, fewer than the {MIN_SUBNETS} it needs; "
+                             f"rebuild it with `moofa predictor build --subnets N` (N >= {MIN_SUBNETS})")
+        weights = state.get("model")
+        if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
+            raise InputError(f"{path}: malformed accuracy predictor (no weight tensors); {rebuild}")
+        model = PredictorMLP(space.encoding_length, hidden, layers)
+        expected = model.state_dict()
+        missing, unexpected = sorted(expected.keys() - weights.keys()), sorted(weights.keys() - expected.keys())
+        if missing or unexpected:
+            what = f"missing {', '.join(missing[:3])}" if missing else f"unexpected {', '.join(unexpected[:3])}"
+            raise InputError(f"{path}: accuracy predictor does not match this search space ({what}); {rebuild}")
+        for name, value in expected.items():
+            if tuple(weights[name].shape) != tuple(value.shape) or not weights[name].is_floating_point():
+                raise InputError(f"{path}: accuracy predictor does not match this search space (layer {name!r} is "
+                                 f"{weights[name].dtype} {tuple(weights[name].shape)}, expected {value.dtype} {tuple(value.shape)}); {rebuild}")
+        try:
+            model.load_state_dict(weights)
+        except (RuntimeError, TypeError, ValueError) as e:
+            raise InputError(f"{path}: accuracy predictor does not match this search space ({_one_line(e)}); {rebuild}") from None
+        predictor = cls(space, model.eval(), meta, path)
+        bad = predictor.non_finite()
+        if bad:
+            raise InputError(f"{path}: broken accuracy predictor: {bad}; {rebuild}")
+        return predictor
 
 
 def kendall_tau(a, b) -> float:
@@ -128,7 +201,9 @@ def fit_predictor(space, configs, accs, epochs: int = 300, lr: float = 1e-3, see
         pred = model(x[test]).numpy()
     truth = y[test].numpy()
     tau = kendall_tau(pred, truth)
-    report = {"rmse": float(np.sqrt(np.mean((pred - truth) ** 2))), "kendall_tau": float(tau), "train": int(len(train)), "heldout": int(n_test)}
+    with np.errstate(all="ignore"):  # a broken fit is reported (and refused by build_predictor), not warned about
+        rmse = float(np.sqrt(np.mean((pred.astype(np.float64) - truth) ** 2)))
+    report = {"rmse": rmse, "kendall_tau": float(tau), "train": int(len(train)), "heldout": int(n_test)}
     return Predictor(space, model), report
 
 
@@ -137,8 +212,11 @@ def measure_subnets(supernet_path: Path, n: int, seed: int = 0, val_images: int 
     ``val_images=None`` scores on the whole split.
 
     Under ``torchrun`` the subnets are split across ranks and gathered on rank 0. Each rank keeps
-    its finished measurements in ``<supernet>.predictor-partial.<rank>.json`` (written atomically,
-    keyed by the supernet's digest, seed and images), so a killed build resumes where it stopped."""
+    its finished measurements in :func:`partial_path_for` (``<supernet>.predictor-partial.<rank>.json``
+    next to a user's supernet, in the user predictor folder for a bundled one; written atomically,
+    keyed by the supernet's digest, seed and images), so a killed build resumes where it stopped.
+    Measurements of an earlier build's dataset (:func:`dataset_path_for`, and for a bundled
+    supernet the dataset shipped with it, read only) are reused too."""
     import os
 
     from tqdm import tqdm
@@ -163,7 +241,7 @@ def measure_subnets(supernet_path: Path, n: int, seed: int = 0, val_images: int 
     space = trained_space(net, meta)
     configs = [space.sample(rng) for _ in range(n)]
     mine = list(range(rank, n, world))
-    partial = supernet_path.with_name(f"{supernet_path.stem}.predictor-partial.{rank}.json")
+    partial = partial_path_for(supernet_path, rank)
     key = {"supernet_sha256_16": supernet_digest(supernet_path), "seed": seed, "val_images": val_images}
     own = set(mine)
     results: dict[int, float] = {}
@@ -174,9 +252,10 @@ def measure_subnets(supernet_path: Path, n: int, seed: int = 0, val_images: int 
                 results = {int(i): float(a) for i, a in saved["results"].items() if int(i) in own}
         except (ValueError, KeyError, AttributeError):
             results = {}  # unreadable leftovers: measure again
-    for i, acc in _dataset_measurements(dataset_path_for(supernet_path), key, configs).items():
-        if i in own:
-            results.setdefault(i, acc)  # a larger --n grows the dataset instead of starting over
+    for dataset in dict.fromkeys((dataset_path_for(supernet_path), _beside(supernet_path, ".predictor-data.json"))):
+        for i, acc in _dataset_measurements(dataset, key, configs).items():
+            if i in own:
+                results.setdefault(i, acc)  # a larger --n grows the dataset instead of starting over
     last_save = time.monotonic()
     todo = [i for i in mine if i not in results]
     for j, i in enumerate(tqdm(todo, desc="measuring subnets on val", initial=len(mine) - len(todo), total=len(mine),
@@ -185,6 +264,7 @@ def measure_subnets(supernet_path: Path, n: int, seed: int = 0, val_images: int 
                                     bn_images=preset["bn_recal_images"], max_images=val_images)
         results[i] = acc
         if time.monotonic() - last_save > 30 or j == len(todo) - 1:
+            _make_folder(partial.parent)
             write_atomically(partial, json.dumps({"key": key, "results": {str(k): v for k, v in results.items()}}))
             last_save = time.monotonic()
     if world > 1:
@@ -196,12 +276,68 @@ def measure_subnets(supernet_path: Path, n: int, seed: int = 0, val_images: int 
     return space, meta, configs, [results[i] for i in range(n)], rank
 
 
+def is_bundled(supernet_path: Path) -> bool:
+    """Whether ``supernet_path`` is one of the supernets shipped in the package
+    (``moofa/supernets/``): those files, and the predictors beside them, are never written."""
+    from moofa.train.evaluate import BUNDLED_DIR
+
+    return Path(BUNDLED_DIR).resolve() in Path(supernet_path).resolve().parents
+
+
+def user_predictor_dir() -> Path:
+    """Where predictors of the bundled supernets are built: ``$MOOFA_CACHE_DIR`` if set, else
+    ``~/.cache/moofa/predictors/``."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "moofa" / "predictors"
+
+
+def _beside(supernet_path: Path, suffix: str) -> Path:
+    return supernet_path.with_name(supernet_path.stem + suffix)
+
+
+def _output_base(supernet_path: Path) -> Path:
+    """The path prefix of everything ``moofa predictor build`` writes for this supernet: next to
+    a user's checkpoint; for a bundled one, in :func:`user_predictor_dir` under the checkpoint's
+    name and digest (another version of the bundled supernet gets files of its own)."""
+    if is_bundled(supernet_path):
+        return user_predictor_dir() / f"{supernet_path.stem}-{supernet_digest(supernet_path)}"
+    return supernet_path.with_name(supernet_path.stem)
+
+
 def predictor_path_for(supernet_path: Path) -> Path:
-    return supernet_path.with_name(supernet_path.stem + ".predictor.pt")
+    """Where ``moofa predictor build`` writes the predictor: ``<supernet>.predictor.pt`` next to
+    a user's checkpoint, ``<user folder>/<name>-<digest>.predictor.pt`` for a bundled one."""
+    base = _output_base(supernet_path)
+    return base.with_name(base.name + ".predictor.pt")
 
 
 def dataset_path_for(supernet_path: Path) -> Path:
-    return supernet_path.with_name(supernet_path.stem + ".predictor-data.json")
+    """Where ``moofa predictor build`` writes its measurements (next to the predictor)."""
+    base = _output_base(supernet_path)
+    return base.with_name(base.name + ".predictor-data.json")
+
+
+def partial_path_for(supernet_path: Path, rank: int) -> Path:
+    """Where rank ``rank`` keeps the measurements of an unfinished build (next to the predictor)."""
+    base = _output_base(supernet_path)
+    return base.with_name(f"{base.name}.predictor-partial.{rank}.json")
+
+
+def predictor_in_use(supernet_path: Path) -> Path:
+    """The predictor file search and deploy read for this supernet: the one ``moofa predictor
+    build`` wrote (:func:`predictor_path_for`) when it exists; for a bundled supernet without a
+    user-built one, the predictor shipped beside it."""
+    built = predictor_path_for(supernet_path)
+    if built.exists() or not is_bundled(supernet_path):
+        return built
+    return _beside(supernet_path, ".predictor.pt")
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{folder}: cannot create the predictor folder ({e.strerror or e}); set {CACHE_ENV} to a writable folder") from None
 
 
 def _dataset_measurements(dataset: Path, key: dict, configs: list) -> dict[int, float]:
@@ -217,25 +353,42 @@ def _dataset_measurements(dataset: Path, key: dict, configs: list) -> dict[int, 
 
 
 def build_predictor(supernet_spec: str, n: int = 500, seed: int = 0, val_images: int | None = None, data: str | None = None, progress: bool = True) -> dict:
-    """``moofa predictor build``: measure, fit, save the dataset and the predictor next to the supernet."""
+    """``moofa predictor build``: measure ``n`` >= :data:`MIN_SUBNETS` subnets, fit, save the
+    dataset and the predictor.
+
+    For a user's checkpoint the files go next to it (``<supernet>.predictor.pt``,
+    ``<supernet>.predictor-data.json``). The bundled supernets' files are never written: for
+    those, everything (predictor, dataset, the partial files of an unfinished build) goes to
+    :func:`user_predictor_dir` (``$MOOFA_CACHE_DIR``, else ``~/.cache/moofa/predictors/``) as
+    ``<name>-<digest>.*``, and the measurements shipped with the bundled predictor are reused.
+    A predictor whose weights or predictions are not finite is refused and not saved."""
     from moofa.train.evaluate import resolve_supernet
 
+    if isinstance(n, bool) or not isinstance(n, int) or n < MIN_SUBNETS:
+        raise InputError(f"--subnets must be at least {MIN_SUBNETS} (got {n!r}): a predictor fitted on fewer subnets cannot be "
+                         f"checked on held-out ones; measure {MIN_SUBNETS} or more (default 500)")
     path = resolve_supernet(supernet_spec)
+    out = predictor_path_for(path)
+    _make_folder(out.parent)
     t0 = time.perf_counter()
     space, meta, configs, accs, rank = measure_subnets(path, n, seed, val_images, data, progress)
     measure_s = time.perf_counter() - t0
     if rank != 0:
         return {}
+    if not np.isfinite(np.asarray(accs, dtype=np.float64)).all():
+        raise InputError(f"{path}: some measured accuracies are NaN or infinite; no predictor was saved")
     predictor, report = fit_predictor(space, configs, accs, seed=seed)
+    bad = predictor.non_finite(configs)
+    if bad:
+        raise InputError(f"{path}: the fitted predictor is broken ({bad}); it was not saved (the measurements are kept for the next build)")
     digest = supernet_digest(path)
     predictor.meta = {"supernet": path.name, "supernet_sha256_16": digest, "n": n, "seed": seed, "val_images": val_images,
                       "hidden": 400, "layers": 3, **report}
     dataset = dataset_path_for(path)
     write_atomically(dataset, json.dumps({"supernet_sha256_16": digest, "split": "val", "seed": seed, "val_images": val_images, "subnets": [
         {"config": c.to_dict(), "val_top1": a} for c, a in zip(configs, accs)]}))
-    out = predictor_path_for(path)
     predictor.save(out)
-    for leftover in path.parent.glob(f"{path.stem}.predictor-partial.*.json"):
+    for leftover in out.parent.glob(f"{out.name.removesuffix('.predictor.pt')}.predictor-partial.*.json"):
         leftover.unlink(missing_ok=True)  # the dataset above now holds every measurement
     return {"predictor": str(out), "dataset": str(dataset), "measure_s": round(measure_s, 1), **report}
 
@@ -262,10 +415,14 @@ def load_search_setup(supernet_spec: str) -> SearchSetup:
 
 
 def load_predictor_for(supernet_path: Path, space) -> Predictor:
-    p = Predictor.load(predictor_path_for(supernet_path), space)
-    digest = supernet_digest(supernet_path)
-    if p.meta.get("supernet_sha256_16") != digest:
-        raise InputError(f"{predictor_path_for(supernet_path)} was built for another supernet; rebuild it with `moofa predictor build`")
+    """The accuracy predictor of a supernet (:func:`predictor_in_use`): the one ``moofa
+    predictor build`` wrote, next to a user's checkpoint or, for a bundled supernet, in
+    :func:`user_predictor_dir` for this checkpoint's digest; else the bundled one. Checked by
+    :meth:`Predictor.load` and against the supernet's digest."""
+    path = predictor_in_use(supernet_path)
+    p = Predictor.load(path, space)
+    if p.meta.get("supernet_sha256_16") != supernet_digest(supernet_path):
+        raise InputError(f"{path} was built for another supernet; rebuild it with `moofa predictor build`")
     return p
 
 

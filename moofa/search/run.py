@@ -6,7 +6,7 @@ import json
 import math
 
 from toolchain.boards.budget import Budget
-from toolchain.files import write_atomically
+from toolchain.files import atomic_output, write_atomically
 
 EXIT_OK, EXIT_DOES_NOT_FIT = 0, 1
 
@@ -82,7 +82,8 @@ def write_pareto(prefix: str, population, pricer) -> None:
     ax.set_ylabel("predicted val top-1 (%)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(prefix + ".png")
+    with atomic_output(prefix + ".png") as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
 
 
@@ -152,7 +153,8 @@ def run_sweep(args) -> int:
     ax.set_ylabel("predicted val top-1 (%)")
     ax.set_title(f"{net.layout.name}: accuracy vs SRAM")
     fig.tight_layout()
-    fig.savefig(args.out + ".png")
+    with atomic_output(args.out + ".png") as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
     print(f"wrote {args.out}.md, {args.out}.json, {args.out}.png")
     return EXIT_OK

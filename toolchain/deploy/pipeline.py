@@ -87,7 +87,7 @@ def random_inputs(graph, count: int, seed: int) -> np.ndarray:
 
 #: Every file a deploy of a .tflite writes into its folder (firmware, model, report).
 OUTPUT_NAMES = frozenset({"model.tflite", "model_data.h", "model_data.cc", "model_ops.h", "model_config.h", "main.cc",
-                          "report.md", "memory_profile.png"})
+                          "Makefile", "report.md", "memory_profile.png"})
 
 
 @dataclass(frozen=True)
@@ -141,6 +141,8 @@ class DeployOptions:
     accuracy pass elsewhere overlaps the deploy); returns the accuracy block or None.
     ``extra_files`` / ``timings_s`` / ``summary``: files, stage times and summary keys of the
     caller's own stages, reported with the deploy's.
+    ``boot``: boot the firmware in QEMU ``always`` (building the core's TFLM on first use),
+    when its build is cached (``auto``) or ``never`` (:func:`toolchain.firmware.boot.boot_check`).
     ``final_dir``: where the folder being written will end up (``moofa-deploy`` writes a staging
     folder and renames it into place); the result and summary name files there.
     """
@@ -157,6 +159,7 @@ class DeployOptions:
     timings_s: dict = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
     final_dir: Path | None = None
+    boot: str = "auto"  # toolchain.firmware.boot.BOOT_MODES
 
 
 @dataclass(frozen=True)
@@ -175,10 +178,12 @@ class DeployResult:
     accuracy: dict | None = None
     conversion: dict | None = None  # toolchain.convert.onnx_import.OnnxConversion.to_dict() for an ONNX model
     summary: dict = field(default_factory=dict)  # the caller's keys (subnet, supernet, export, ...)
+    boot: object | None = None  # toolchain.firmware.boot.BootCheck
 
     @property
     def ok(self) -> bool:
-        return self.result.fits and self.agrees_with_tflm and self.cross_check.agree and self.compile.fits_flash
+        return (self.result.fits and self.agrees_with_tflm and self.cross_check.agree and self.compile.fits_flash
+                and (self.boot is None or self.boot.ok))
 
     def to_dict(self) -> dict:
         m = self.verification.measured
@@ -204,6 +209,7 @@ class DeployResult:
                 "note": self.compile.reason,
             },
             "files": {k: str(v) for k, v in self.files.items()},
+            "boot": self.boot.to_dict() if self.boot is not None else None,
             "offline_plan": self.plan,
             "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()},
         }
@@ -219,6 +225,7 @@ def deploy_tflite(model_path: Path, target, out_dir: Path, options: DeployOption
     """Plan, verify, measure, cross-check and generate firmware for ``model_path`` on ``target``
     (see :class:`DeployOptions`), then write the report; returns the finished result."""
     from toolchain.deploy.report import write_memory_profile, write_report
+    from toolchain.firmware.boot import boot_check
     from toolchain.firmware.codegen import check_labels, compile_model_data, render_firmware, resolver_ops
     from toolchain.memory.offline_plan import plan_model
     from toolchain.tflite.reader import read_model
@@ -251,14 +258,24 @@ def deploy_tflite(model_path: Path, target, out_dir: Path, options: DeployOption
     t = time.perf_counter()
     inputs = o.inputs if o.inputs is not None else random_inputs(v.graph, o.samples, o.seed)
     say(f"cross-check: TFLM vs LiteRT reference kernels on {len(inputs)} inputs")
-    check = CrossCheck.compare(tflm_outputs(model_out, inputs, out_dir), litert_outputs(model_out, inputs), o.cross_check_steps)
+    host_outputs = tflm_outputs(model_out, inputs, out_dir)
+    check = CrossCheck.compare(host_outputs, litert_outputs(model_out, inputs), o.cross_check_steps)
     timings["cross_check"] = time.perf_counter() - t
 
     t = time.perf_counter()
     say("codegen: firmware headers")
-    files = render_firmware(model_out.read_bytes(), v.graph, target, r.estimate, out_dir, o.model_name or model_path.name, o.labels)
+    minimum, minimum_build = allocation_minimum(model_out, target, o.boot)
+    files = render_firmware(model_out.read_bytes(), v.graph, target, r.estimate, out_dir, o.model_name or model_path.name, o.labels,
+                            allocation_min_bytes=minimum, allocation_build=minimum_build)
     compiled = compile_model_data(files["model_data.cc"], target.core, target.flash_budget_bytes)
     timings["codegen"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say("boot: the firmware, built for the board's core with its TFLM, in QEMU on the cross-check inputs")
+    expected = [int(np.argmax(y.reshape(-1))) for y in host_outputs]
+    boot = boot_check(files, target, np.ascontiguousarray(inputs).tobytes(), expected, r.estimate.arena_bytes,
+                      model_out.stat().st_size, progress=say, mode=o.boot)
+    timings["boot"] = time.perf_counter() - t
 
     accuracy = o.accuracy() if o.accuracy is not None else None
     say("report: report.md and memory_profile.png")
@@ -269,10 +286,23 @@ def deploy_tflite(model_path: Path, target, out_dir: Path, options: DeployOption
         out_dir=final, verification=v, result=r, host_head_bytes=host.arena_head_bytes, host_tail_bytes=host.arena_tail_bytes,
         agrees_with_tflm=agrees, cross_check=check, compile=compiled, files={k: final / Path(v).name for k, v in files.items()},
         plan=_published(plan.to_dict(), out_dir, final),
-        timings_s={**o.timings_s, **timings}, accuracy=accuracy, conversion=o.conversion, summary=o.summary,
+        timings_s={**o.timings_s, **timings}, accuracy=accuracy, conversion=o.conversion, summary=o.summary, boot=boot,
     )
     write_report(result, out_dir / "report.md")
     return result
+
+
+def allocation_minimum(model_path: Path, target, boot_mode: str) -> tuple[int, str]:
+    """(smallest arena AllocateTensors succeeds in, the build that measured it) on ``target``'s
+    own build, when it is emulated and may be run (:data:`toolchain.firmware.boot.BOOT_MODES`);
+    (0, "") otherwise."""
+    from toolchain.runtime import cortexm
+
+    core = cortexm.emulated_core(target)
+    if core is None or boot_mode == "never" or (boot_mode == "auto" and not cortexm.is_built(core, target.kernel_library)):
+        return 0, ""
+    m = cortexm.run_on_qemu(cortexm.build(core, target.kernel_library), model_path)
+    return m.min_arena_bytes, m.measured_on
 
 
 def _published(d: dict, work: Path, final: Path) -> dict:

@@ -76,6 +76,16 @@ def write_report(d, path: Path) -> Path:
         f"- TFLM and LiteRT (reference kernels) outputs on {d.cross_check.samples} inputs: "
         f"**{d.cross_check.text()}**.",
     ]
+    if d.boot is not None and d.boot.ran:
+        b = d.boot
+        lines.append(
+            f"- Firmware booted in QEMU ({b.build}): `AllocateTensors` "
+            + (f"succeeded with `kTensorArenaSize` {b.arena_size_bytes:,} B; `arena_used_bytes()` {b.arena_used_bytes:,} B, "
+               f"predicted {b.predicted_arena_bytes:,} B: **{'exact match' if b.arena_used_bytes == b.predicted_arena_bytes else 'MISMATCH'}**; "
+               f"classes on {len(b.expected_classes)} inputs **{'equal' if b.classes == b.expected_classes else 'DIFFERENT'}** to the host TFLM's."
+               if b.allocate_ok else "**FAILED** with `kTensorArenaSize` — the arena is too small on the board."))
+    elif d.boot is not None:
+        lines.append(f"- Firmware not booted here: {d.boot.reason}.")
     if d.compile.compiled:
         lines.append(
             f"- `model_data.cc` compiled with arm-none-eabi-g++ for {t.core}: {d.compile.section_bytes:,} B of data, "

@@ -26,6 +26,7 @@ from toolchain.files import write_atomically
 from toolchain.ir.graph import Graph
 from toolchain.memory.estimate import ArenaEstimate
 from toolchain.memory.planner import align_up
+from toolchain.memory.scratch import KERNEL_LIBRARIES
 from toolchain.resources import shipped_dir
 from toolchain.runtime.runner import run
 
@@ -59,7 +60,7 @@ ARM_CPU_FLAGS = {
     "cortex-m33": ["-mcpu=cortex-m33", "-mfpu=fpv5-sp-d16", "-mfloat-abi=hard"],
 }
 
-FIRMWARE_FILES = ("model_data.h", "model_data.cc", "model_ops.h", "model_config.h", "main.cc")
+FIRMWARE_FILES = ("model_data.h", "model_data.cc", "model_ops.h", "model_config.h", "main.cc", "Makefile")
 
 
 @dataclass(frozen=True)
@@ -158,9 +159,16 @@ def render_firmware(
     out_dir: Path,
     model_name: str = "model.tflite",
     labels: list[str] | None = None,
+    allocation_min_bytes: int = 0,
+    allocation_build: str = "",
 ) -> dict[str, Path]:
     """Write the firmware files into ``out_dir``; returns name -> path. ``labels`` (class names,
-    in output order) go into ``model_config.h`` as ``kLabels``; see :func:`check_labels`."""
+    in output order) go into ``model_config.h`` as ``kLabels``; see :func:`check_labels`.
+
+    ``kTensorArenaSize`` is the predicted arena times the board's margin, 16-aligned; when
+    ``allocation_min_bytes`` (the smallest arena ``AllocateTensors`` succeeded in on the board's
+    build, ``allocation_build``) is larger, that: allocation briefly needs temporary room that
+    the final arena does not show (small models with a tiny head)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
         undefined=jinja2.StrictUndefined,
@@ -178,11 +186,16 @@ def render_firmware(
         "ops": resolver_ops(graph),
         "target": target,
         "arena": estimate.to_dict() | {"arena_bytes": estimate.arena_bytes},
-        "arena_size": arena_size_for(estimate, target.arena_margin),
+        "arena_size": max(arena_size_for(estimate, target.arena_margin), align_up(allocation_min_bytes)),
+        "planning_bytes": allocation_min_bytes if allocation_min_bytes > arena_size_for(estimate, target.arena_margin) else 0,
+        "planning_build": allocation_build,
         "input": src,
         "output": dst,
         "output_field": _PTR_FIELDS.get(dst.dtype, "int8"),
         "labels": [c_string_literal(label) for label in labels],  # literals, quotes included
+        "cpu_flags": " ".join(ARM_CPU_FLAGS.get(target.core, [f"-mcpu={target.core}"])),
+        "tflm_arch": {"cortex-m4f": "cortex-m4+fp", "cortex-m7": "cortex-m7+fp", "cortex-m33": "cortex-m33+fp"}.get(target.core, target.core),
+        "kernel_dir": KERNEL_LIBRARIES[target.kernel_library].optimized_kernel_dir if target.kernel_library in KERNEL_LIBRARIES else "",
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}

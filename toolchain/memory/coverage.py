@@ -5,9 +5,10 @@ cannot stand behind:
 
 - **exact**: every op kind of the model is modelled (:data:`MODELLED`: its tail measured, its
   kernel scratch modelled, a calibration model named that proves it) *and* the board's build is
-  one the figures were measured on (the 64-bit host build with reference kernels). Otherwise the
-  target is *approximate*, with the reasons: the ops not modelled, or a build not yet measured
-  (32-bit Cortex-M tail, CMSIS-NN / ESP-NN scratch: documented from their sources).
+  one the figures were measured on (:data:`MEASURED_BUILDS`: the 64-bit host build, and TFLM built
+  for ARMv7E-M Cortex-M cores with reference or CMSIS-NN kernels, run in QEMU). Otherwise the
+  target is *approximate*, with the reasons: the ops not modelled, or a build not measured (ESP-NN,
+  CMSIS-NN without the DSP extension).
 - **refused**: a check TFLM's kernels make in ``Prepare`` that depends only on the model fails,
   so ``AllocateTensors`` would fail on every build (:func:`tflm_refusals`). ``moofa verify``
   reports it as "will not run on TFLM" and exits 1.
@@ -94,6 +95,18 @@ _MEASURED_AS_A_PAIR = frozenset({"QUANTIZE", "DEQUANTIZE"})
 
 MEASURED_BUILD = "64-bit host, reference kernels"
 
+#: The builds whose figures are measured (head and tail, every modelled op): the host package's
+#: interpreter, and TFLM built for a Cortex-M DSP core and run in QEMU (toolchain/runtime/cortexm.py,
+#: bench/bench_board_arena.py). Cores with the same ISA and no MVE share these builds' sizes.
+MEASURED_BUILDS = {
+    (8, "reference"): "64-bit host, reference kernels",
+    (4, "reference"): "32-bit Cortex-M (ARMv7E-M), reference kernels",
+    (4, "cmsis-nn"): "32-bit Cortex-M (ARMv7E-M, DSP), CMSIS-NN",
+}
+#: Cores whose CMSIS-NN code paths are the measured ones (DSP extension, no MVE).
+CMSIS_NN_DSP_CORES = frozenset({"cortex-m4", "cortex-m4f", "cortex-m7", "cortex-m33"})
+_ARMV7EM = frozenset({"cortex-m4", "cortex-m4f", "cortex-m7"})
+
 
 @dataclass(frozen=True)
 class Exactness:
@@ -126,13 +139,17 @@ def unmodelled_ops(graph: Graph) -> tuple[str, ...]:
     return tuple(sorted(missing))
 
 
-def exactness(graph: Graph, pointer_bytes: int, kernel_library: str) -> Exactness:
-    """:class:`Exactness` of ``graph``'s figures on a build (pointer width, kernel library)."""
+def exactness(graph: Graph, pointer_bytes: int, kernel_library: str, core: str | None = None) -> Exactness:
+    """:class:`Exactness` of ``graph``'s figures on a build (pointer width, kernel library, core)."""
     build = []
-    if pointer_bytes != 8:
-        build.append("32-bit tail not yet measured on a Cortex-M build (struct sizes from TFLM's headers)")
-    if kernel_library != "reference":
-        build.append(f"{kernel_library} scratch sizes documented from its source, not measured")
+    if (pointer_bytes, kernel_library) not in MEASURED_BUILDS:
+        build.append(f"the {pointer_bytes * 8}-bit {kernel_library} build is not measured (its scratch and OpData sizes "
+                     "are documented from its source)")
+    elif pointer_bytes == 4 and core is not None and core not in _ARMV7EM and \
+            not (kernel_library == "cmsis-nn" and core in CMSIS_NN_DSP_CORES):
+        build.append(f"measured on ARMv7E-M builds; {core}'s build is not measured")
+    elif kernel_library == "cmsis-nn" and core is not None and core not in CMSIS_NN_DSP_CORES:
+        build.append(f"CMSIS-NN takes other code paths on {core} (no DSP extension): its scratch is not measured")
     return Exactness(unmodelled_ops(graph), tuple(build))
 
 
@@ -178,12 +195,27 @@ def _logistic(graph: Graph, op) -> str | None:
 _PREPARE_CHECKS = {"SOFTMAX": _softmax, "LOGISTIC": _logistic}
 
 
-def tflm_refusals(graph: Graph) -> list[str]:
+def _cmsis_fully_connected(graph: Graph, op) -> str | None:
+    # tensorflow/lite/micro/kernels/cmsis_nn/fully_connected.cc, Prepare: per-channel weights
+    # only with an int8 input (measured: an int16 model fails AllocateTensors on that build).
+    x = graph.tensors[op.inputs[0]]
+    w = graph.tensors[op.inputs[1]] if len(op.inputs) > 1 and 0 <= op.inputs[1] < len(graph.tensors) else None
+    if w is not None and w.quant_channels > 1 and x.dtype != "int8":
+        return f"CMSIS-NN takes per-channel weights only with an int8 input, not {x.dtype}"
+    return None
+
+
+_LIBRARY_CHECKS = {"cmsis-nn": {"FULLY_CONNECTED": _cmsis_fully_connected}}
+
+
+def tflm_refusals(graph: Graph, kernel_library: str | None = None) -> list[str]:
     """``"<op #i KIND>: <reason>"`` for every op whose TFLM kernel would fail ``Prepare`` on this
-    model whatever the build (checks that depend on the model only)."""
+    model: whatever the build (checks that depend on the model only), or with ``kernel_library``
+    only the checks that build adds."""
     out = []
+    checks = _PREPARE_CHECKS if kernel_library is None else _LIBRARY_CHECKS.get(kernel_library, {})
     for i, op in enumerate(graph.ops):
-        check = _PREPARE_CHECKS.get(op.kind)
+        check = checks.get(op.kind)
         if check is None or not op.inputs or not op.outputs or op.inputs[0] < 0 or op.outputs[0] < 0:
             continue
         reason = check(graph, op)
@@ -215,8 +247,8 @@ def coverage_markdown() -> str:
         "",
         f"**{len(rows)} ops: {modelled} modelled exactly, {len(rows) - modelled} not modelled.** A model with an op that is "
         "not modelled is reported as *approximate* by `moofa verify` (`\"exact\": false` and `\"unmodelled_ops\"` in "
-        "`--json`; `--strict` makes it exit 2). Exact figures are measured on the "
-        f"{MEASURED_BUILD} build; other builds are approximate until measured (docs/ARCHITECTURE.md).",
+        "`--json`; `--strict` makes it exit 2). The figures are measured on the builds: "
+        + "; ".join(MEASURED_BUILDS.values()) + ". Other builds are approximate until measured (docs/ARCHITECTURE.md).",
         "",
         "| op | kind | modelled | proved by |",
         "|---|---|---|---|",

@@ -45,7 +45,7 @@ def estimate_arena(graph: Graph, pointer_bytes: int = 8, kernel_library: str = "
     """The arena TFLM needs for ``graph`` on a build with this pointer width and kernel library."""
     scratch = scratch_requests(graph, kernel_library)
     plan = plan_graph(graph, scratch)
-    tail = estimate_tail(graph, pointer_bytes, scratch_count=len(scratch))
+    tail = estimate_tail(graph, pointer_bytes, scratch_count=len(scratch), kernel_library=kernel_library)
     return ArenaEstimate(
         arena_head_bytes=plan.head_bytes,
         arena_tail_bytes=tail.arena_tail_bytes,

@@ -20,9 +20,12 @@ depends on the order. We therefore replay the allocations in the order TFLM make
 
 Sizes for the 64-bit host build (what the ``tflite-micro`` package runs) were measured with
 TFLM's recording allocator on one-op models, see ``bench/calibrate_tail.py``; with them the
-replay reproduces the measured tail to the byte on the test corpus. For 32-bit MCUs the struct
-sizes follow from the same structs with 4-byte pointers (documented below); kernel ``OpData``
-sizes are kept at their 64-bit values, an upper bound since those structs hold a few pointers.
+replay reproduces the measured tail to the byte on the test corpus. The 32-bit Cortex-M builds
+(TFLM built for cortex-m7 with arm-none-eabi-gcc, run in QEMU: ``toolchain/runtime/cortexm.py``,
+``bench/bench_board_arena.py``) were measured the same way: their structs hold 4-byte pointers,
+and arm-none-eabi-gcc stores an enum in one byte (``-fshort-enums`` is the bare-metal ABI's
+default), so builtin options made of enums and bools shrink and the ``OpData`` of kernels that
+keep pointers or enums differ (:data:`MCU32_REFERENCE_KERNELS`, :data:`MCU32_CMSIS_NN_KERNELS`).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ class KernelTail:
     ``per_channel``: ``Prepare`` allocates int32 multiplier and shift arrays, one entry per output
     channel (``"quantized"``: only when the op's input is not float and its filter, input 1, is
     quantized per channel: TFLM's ``CalculateOpDataFullyConnected`` allocates them only when the
-    filter has more than one scale).
+    filter has more than one scale; ``"integer"``: only when the input is not float).
     """
 
     builtin: tuple[tuple[int, int], ...]
@@ -108,17 +111,67 @@ class Abi:
 # one-op model minus everything the replay accounts for.
 HOST_ABI = Abi(8, 488, 24, 64, 64, 24, 8)
 
-# 32-bit MCU build, from the struct definitions in tflite-micro (tensorflow/lite/core/c/common.h,
-# micro_allocator.h): TfLiteEvalTensor {data*, dims*, type} = 12; NodeAndRegistration =
-# TfLiteNode {7 pointers/ints} + registration* = 32; TfLiteTensor (static memory) = 40;
-# TfLiteAffineQuantization {scale*, zero_point*, quantized_dimension} = 12; handle {data*} = 4.
-# The prefix scales the host's with the pointer-heavy allocator objects: 0.6 x 488, rounded up
-# to 16 (an estimate; it cannot be measured without a board).
-MCU32_ABI = Abi(4, 304, 12, 32, 40, 12, 4)
+# 32-bit Cortex-M build, measured (bench/bench_board_arena.py on TFLM built for cortex-m7): the
+# allocator objects of firmware's plain MicroAllocator take 132 B (TFLM's RecordingMicroAllocator,
+# which measurements use, takes 236); TfLiteEvalTensor {data*, dims*, type} = 12;
+# NodeAndRegistration = 32; TfLiteTensor of the TF_LITE_STATIC_MEMORY build = 32 (its enums are
+# one byte); TfLiteAffineQuantization {scale*, zero_point*, quantized_dimension} = 12; a scratch
+# handle 4. The prediction is the arena firmware needs: MicroInterpreter::arena_used_bytes().
+MCU32_ABI = Abi(4, 132, 12, 32, 32, 12, 4)
 
 
 def abi_for(pointer_bytes: int) -> Abi:
     return HOST_ABI if pointer_bytes == 8 else MCU32_ABI
+
+
+def _with(table: dict, **changes) -> dict:
+    return {**table, **{kind.replace("__", ""): tail for kind, tail in changes.items()}}
+
+
+# The 32-bit build with reference kernels, measured on one-op models (bench/calibrate_tail.py's,
+# run by bench/bench_board_arena.py): what differs from the host. OpData that holds pointers or
+# enums: CONV_2D / DEPTHWISE_CONV_2D 56 B, FULLY_CONNECTED 48, SOFTMAX 56, CONCATENATION 24.
+# Builtin options of one-byte enums and bools: TfLiteFullyConnectedParams 5 B, TfLiteAddParams
+# and TfLiteSubParams 2, TfLiteMulParams 1, all byte-aligned (tensorflow/lite/core/c/builtin_op_data.h).
+MCU32_REFERENCE_KERNELS: dict[str, KernelTail] = _with(
+    HOST_KERNELS,
+    CONV_2D=_k(28, 4, 56, per_channel=True),
+    DEPTHWISE_CONV_2D=_k(28, 4, 56, per_channel=True),
+    FULLY_CONNECTED=KernelTail(((5, 1),), 48, per_channel="quantized"),
+    SOFTMAX=KernelTail(((4, 4),), 56, int16_prepare=(1026, 1026)),
+    CONCATENATION=_k(8, 4, 24),
+    ADD=_k(2, 1, 60),
+    SUB=_k(2, 1, 52),
+    MUL=_k(1, 1, 36),
+)
+
+# The 32-bit build with CMSIS-NN kernels (OPTIMIZED_KERNEL_DIR=cmsis_nn on a DSP core, measured
+# on cortex-m7): its own OpData for the kernels it replaces (tensorflow/lite/micro/kernels/
+# cmsis_nn/*.cc): CONV_2D and DEPTHWISE_CONV_2D 60 B, with the per-channel arrays only for int8
+# and int16 inputs (conv.cc, depthwise_conv.cc Prepare); FULLY_CONNECTED 72; SOFTMAX 64;
+# AVERAGE_POOL_2D and MAX_POOL_2D 36.
+MCU32_CMSIS_NN_KERNELS: dict[str, KernelTail] = _with(
+    MCU32_REFERENCE_KERNELS,
+    CONV_2D=_k(28, 4, 60, per_channel="integer"),
+    DEPTHWISE_CONV_2D=_k(28, 4, 60, per_channel="integer"),
+    FULLY_CONNECTED=KernelTail(((5, 1),), 72, per_channel="quantized"),
+    SOFTMAX=KernelTail(((4, 4),), 64, int16_prepare=(1026, 1026)),
+    AVERAGE_POOL_2D=_k(40, 4, 36),
+    MAX_POOL_2D=_k(40, 4, 36),
+)
+
+#: The builds whose tail figures are measured: (pointer bytes, kernel library) -> table.
+KERNEL_TAILS: dict[tuple[int, str], dict[str, KernelTail]] = {
+    (8, "reference"): HOST_KERNELS,
+    (4, "reference"): MCU32_REFERENCE_KERNELS,
+    (4, "cmsis-nn"): MCU32_CMSIS_NN_KERNELS,
+}
+
+
+def kernel_tails(pointer_bytes: int, kernel_library: str = "reference") -> dict[str, KernelTail]:
+    """The per-op tail table of a build: measured where :data:`KERNEL_TAILS` has it, else the
+    reference table of the same pointer width (ESP-NN: not measured)."""
+    return KERNEL_TAILS.get((pointer_bytes, kernel_library)) or KERNEL_TAILS[(pointer_bytes if pointer_bytes in (4, 8) else 4, "reference")]
 
 
 # Used for op kinds nobody has measured yet: generous, so that a fit is never promised falsely.
@@ -137,38 +190,51 @@ def _zero_point_array_bytes(channels: int) -> int:
     return 4 + 4 * channels  # TfLiteIntArray {int size; int data[]}
 
 
-def kernel_tail(kind: str) -> KernelTail:
+def kernel_tail(kind: str, kernels: dict[str, KernelTail] = HOST_KERNELS) -> KernelTail:
     """The tail figures of an op kind (:data:`UNKNOWN_KERNEL` for kinds nobody has measured)."""
-    return HOST_KERNELS.get(kind, UNKNOWN_KERNEL)
+    return kernels.get(kind, UNKNOWN_KERNEL)
 
 
-def op_allocations(graph: Graph, op) -> tuple[list, list, list]:
+def _operand(graph: Graph, indices: tuple[int, ...], k: int):
+    """The ``k``-th tensor of an op's ``indices``, or None when it is absent (a short list, or
+    -1: an optional input left out). A malformed model can have an op without the operands its
+    kind needs; the tail is then priced without what they would decide."""
+    if k < len(indices) and 0 <= indices[k] < len(graph.tensors):
+        return graph.tensors[indices[k]]
+    return None
+
+
+def op_allocations(graph: Graph, op, kernels: dict[str, KernelTail] = HOST_KERNELS) -> tuple[list, list, list]:
     """The (size, alignment) tail allocations ``op`` makes, per region, in TFLM's order:
     its builtin options, its ``Init`` data, and what its ``Prepare`` allocates.
 
     The one statement of an op's tail: :func:`allocation_sequence` lays the regions out for a
-    whole graph, and the fast pricer (``moofa.cost``) tabulates them per piece.
+    whole graph, and the fast pricer (``moofa.cost``) tabulates them per piece. Operands an op
+    lacks (a malformed model) never fail it: without its input's type the per-channel arrays are
+    counted (the larger tail), without an output they are not (no channel count).
     """
-    k = kernel_tail(op.kind)
+    k = kernel_tail(op.kind, kernels)
     builtin = list(k.builtin)
     init = [(k.init_bytes, PERSISTENT_BUFFER_ALIGNMENT)] if k.init_bytes else []
     prepare: list[tuple[int, int]] = []
+    src, weights, out = _operand(graph, op.inputs, 0), _operand(graph, op.inputs, 1), _operand(graph, op.outputs, 0)
     if k.per_channel == "quantized" and (
-        graph.tensors[op.inputs[0]].dtype == "float32"
-        or (len(op.inputs) > 1 and op.inputs[1] >= 0 and graph.tensors[op.inputs[1]].quant_channels <= 1)
+        (src is not None and src.dtype == "float32") or (weights is not None and weights.quant_channels <= 1)
     ):
         return builtin, init, prepare
-    if k.per_channel and op.outputs:
-        channels = graph.tensors[op.outputs[0]].shape[-1] if graph.tensors[op.outputs[0]].shape else 1
+    if k.per_channel == "integer" and src is not None and src.dtype == "float32":
+        return builtin, init, prepare
+    if k.per_channel and out is not None:
+        channels = out.shape[-1] if out.shape else 1
         prepare += [(4 * channels, PERSISTENT_BUFFER_ALIGNMENT)] * 2
-    if k.int16_prepare and op.inputs and graph.tensors[op.inputs[0]].dtype == "int16":
+    if k.int16_prepare and src is not None and src.dtype == "int16":
         prepare += [(n, PERSISTENT_BUFFER_ALIGNMENT) for n in k.int16_prepare]
     return builtin, init, prepare
 
 
-def allocation_sequence(graph: Graph, abi: Abi, scratch_count: int):
+def allocation_sequence(graph: Graph, abi: Abi, scratch_count: int, kernels: dict[str, KernelTail] = HOST_KERNELS):
     """(kind, size, alignment) of every tail allocation, in TFLM's order."""
-    per_op = [op_allocations(graph, op) for op in graph.ops]
+    per_op = [op_allocations(graph, op, kernels) for op in graph.ops]
     seq = [
         ("TfLiteEvalTensor data", abi.eval_tensor_bytes * len(graph.tensors), abi.pointer_bytes),
         ("NodeAndRegistration struct", abi.node_and_registration_bytes * len(graph.ops), abi.pointer_bytes),
@@ -182,25 +248,28 @@ def allocation_sequence(graph: Graph, abi: Abi, scratch_count: int):
         seq.append(("Persistent buffer data", abi.pointer_bytes * len(group), PERSISTENT_BUFFER_ALIGNMENT))
         for t in group:
             seq.append(("Persistent TfLiteTensor data", abi.tflite_tensor_bytes, abi.pointer_bytes))
-            channels = graph.tensors[t].quant_channels
+            channels = graph.tensors[t].quant_channels if 0 <= t < len(graph.tensors) else 0
             if channels:
                 seq.append(("Persistent TfLiteTensor quantization data", abi.affine_quantization_bytes, abi.pointer_bytes))
                 seq.append(("Persistent TfLiteTensor quantization data", _zero_point_array_bytes(channels), 4))
     return seq
 
 
-def estimate_tail(graph: Graph, pointer_bytes: int = 8, scratch_count: int = 0) -> TailEstimate:
+def estimate_tail(graph: Graph, pointer_bytes: int = 8, scratch_count: int = 0,
+                  kernel_library: str = "reference") -> TailEstimate:
     """Replay TFLM's tail allocations for ``graph`` and return the bytes they take.
 
     ``scratch_count`` is the number of kernel scratch requests (each gets a handle).
     """
     abi = abi_for(pointer_bytes)
+    kernels = kernel_tails(pointer_bytes, kernel_library)
     # The arena end is 16-byte aligned; the tail grows down from it.
     p = -abi.prefix_bytes
     by_kind: dict[str, int] = {"allocator objects": abi.prefix_bytes}
-    for kind, size, align in allocation_sequence(graph, abi, scratch_count):
+    for kind, size, align in allocation_sequence(graph, abi, scratch_count, kernels):
         before = p
         p = (p - size) // align * align
         by_kind[kind] = by_kind.get(kind, 0) + before - p
-    unknown = sorted({op.kind for op in graph.ops if op.kind not in HOST_KERNELS})
-    return TailEstimate(-p, exact=not unknown and pointer_bytes == 8, unknown_kinds=unknown, by_kind=by_kind)
+    unknown = sorted({op.kind for op in graph.ops if op.kind not in kernels})
+    measured = (pointer_bytes, kernel_library) in KERNEL_TAILS
+    return TailEstimate(-p, exact=not unknown and measured, unknown_kinds=unknown, by_kind=by_kind)

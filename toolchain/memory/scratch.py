@@ -27,14 +27,30 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from toolchain.ir.graph import Graph
+from toolchain.ir.graph import Graph, Tensor
 from toolchain.memory.planner import ScratchRequest
+
+
+def _operand(graph: Graph, indices: tuple[int, ...], k: int) -> Tensor | None:
+    """The ``k``-th tensor of an op's ``indices``; None when absent (a short list, or -1: an
+    optional input left out). A malformed model can lack operands its op kind needs; TFLM's
+    ``Prepare`` would refuse such an op, so it asks for no scratch here rather than fail."""
+    if k < len(indices) and 0 <= indices[k] < len(graph.tensors):
+        return graph.tensors[indices[k]]
+    return None
+
+
+def _channels(t: Tensor) -> int:
+    return t.shape[-1] if t.shape else 1  # a scalar is one channel
 
 
 def _mean_requests(graph: Graph, i: int) -> list[ScratchRequest]:
     op = graph.ops[i]
-    src, out = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
-    axes = graph.tensors[op.inputs[1]].element_count if len(op.inputs) > 1 and op.inputs[1] >= 0 else 1
+    src, out = _operand(graph, op.inputs, 0), _operand(graph, op.outputs, 0)
+    if src is None or out is None:
+        return []
+    axes_tensor = _operand(graph, op.inputs, 1)
+    axes = axes_tensor.element_count if axes_tensor is not None else 1
     requests = [
         ScratchRequest(i, 4 * len(src.shape), "MEAN input dims"),
         ScratchRequest(i, 4 * axes, "MEAN resolved axes"),
@@ -45,35 +61,49 @@ def _mean_requests(graph: Graph, i: int) -> list[ScratchRequest]:
 
 
 def _conv_geometry(graph: Graph, i: int):
+    """(op, input, weights, kernel h, kernel w, input h, input w, input channels), or None when
+    the op has no input or no weights."""
     op = graph.ops[i]
-    src = graph.tensors[op.inputs[0]]
-    weights = graph.tensors[op.inputs[1]]
+    src, weights = _operand(graph, op.inputs, 0), _operand(graph, op.inputs, 1)
+    if src is None or weights is None:
+        return None
     _, kh, kw, _ = weights.shape if len(weights.shape) == 4 else (0, 1, 1, 0)
-    in_h, in_w, in_c = (src.shape[1], src.shape[2], src.shape[3]) if len(src.shape) == 4 else (1, 1, src.shape[-1])
+    in_h, in_w, in_c = (src.shape[1], src.shape[2], src.shape[3]) if len(src.shape) == 4 else (1, 1, _channels(src))
     return op, src, weights, kh, kw, in_h, in_w, in_c
+
+
+def _int8_input(graph: Graph, i: int) -> bool:
+    src = _operand(graph, graph.ops[i].inputs, 0)
+    return src is not None and src.dtype == "int8"
 
 
 def _cmsis_requests(graph: Graph, i: int) -> list[ScratchRequest]:
     op = graph.ops[i]
     if op.kind == "MEAN":
         return _mean_requests(graph, i)
-    if graph.tensors[op.inputs[0]].dtype != "int8":
+    if not _int8_input(graph, i):
         return []
     if op.kind == "CONV_2D":
-        op, src, w, kh, kw, _, _, in_c = _conv_geometry(graph, i)
+        geometry = _conv_geometry(graph, i)
+        if geometry is None:
+            return []
+        op, src, w, kh, kw, _, _, in_c = geometry
         unpadded = op.attrs.get("padding") == "VALID" or (kh == 1 and kw == 1)
         if kh == 1 and kw == 1 and op.attrs.get("stride", (1, 1)) == (1, 1) and unpadded:
             return []
         return [ScratchRequest(i, 2 * kh * kw * in_c * 2, "CMSIS-NN im2col")]
     if op.kind == "DEPTHWISE_CONV_2D":
-        op, src, w, kh, kw, _, _, in_c = _conv_geometry(graph, i)
+        geometry = _conv_geometry(graph, i)
+        if geometry is None:
+            return []
+        op, src, w, kh, kw, _, _, in_c = geometry
         if op.attrs.get("depth_multiplier", 1) != 1:
             return []
         if (kh, kw) == (3, 3) and op.attrs.get("dilation", (1, 1)) == (1, 1):
             return []
         return [ScratchRequest(i, in_c * kh * kw * 2, "CMSIS-NN depthwise opt")]
     if op.kind == "AVERAGE_POOL_2D":
-        return [ScratchRequest(i, 4 * graph.tensors[op.inputs[0]].shape[-1], "CMSIS-NN avgpool")]
+        return [ScratchRequest(i, 4 * _channels(_operand(graph, op.inputs, 0)), "CMSIS-NN avgpool")]
     return []
 
 
@@ -81,9 +111,12 @@ def _esp_requests(graph: Graph, i: int) -> list[ScratchRequest]:
     op = graph.ops[i]
     if op.kind == "MEAN":
         return _mean_requests(graph, i)
-    if op.kind not in ("CONV_2D", "DEPTHWISE_CONV_2D") or graph.tensors[op.inputs[0]].dtype != "int8":
+    if op.kind not in ("CONV_2D", "DEPTHWISE_CONV_2D") or not _int8_input(graph, i):
         return []
-    op, src, w, kh, kw, in_h, in_w, in_c = _conv_geometry(graph, i)
+    geometry = _conv_geometry(graph, i)
+    if geometry is None:
+        return []
+    op, src, w, kh, kw, in_h, in_w, in_c = geometry
     if op.kind == "CONV_2D":
         if kh == 1 and kw == 1:
             return []

@@ -38,6 +38,13 @@ def _name(raw) -> str:
     return raw.decode("utf-8", "replace") if raw else ""
 
 
+def _shown(text: str, limit: int = 80) -> str:
+    """``text`` as a message may quote it: one line, printable, at most ``limit`` characters (a
+    corrupt file's names can hold newlines or whole stretches of the file)."""
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class _Bounds:
     """Guards flatbuffer vector lengths against the size of the file."""
 
@@ -70,7 +77,7 @@ def parse_model(data: bytes, where: str = "<model>") -> Graph:
     except InputError:
         raise
     except Exception as e:  # the flatbuffers runtime raises struct.error, IndexError, ... on bad bytes
-        raise InputError(f"{where}: corrupt or truncated model ({type(e).__name__}: {e})") from None
+        raise InputError(f"{where}: corrupt or truncated model ({type(e).__name__}: {_shown(str(e), 200)})") from None
 
 
 def _parse(data: bytes, where: str) -> Graph:
@@ -102,7 +109,7 @@ def _parse(data: bytes, where: str) -> Graph:
         builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
         kind = _OP_NAMES.get(builtin, f"BUILTIN_{builtin}")
         if kind == "CUSTOM":
-            kind = f"CUSTOM:{_name(code.CustomCode())}"
+            kind = f"CUSTOM:{_shown(_name(code.CustomCode()), 64)}"
         op_kinds.append(kind)
 
     sg = model.Subgraphs(0)
@@ -113,12 +120,12 @@ def _parse(data: bytes, where: str) -> Graph:
         ttype = t.Type()
         if ttype not in _DTYPES:
             raise UnsupportedModelError(
-                f"{where}: tensor {i} '{name}' has type {_TYPE_NAMES.get(ttype, ttype)}; supported: {', '.join(sorted(set(_DTYPES.values())))}"
+                f"{where}: tensor {i} '{_shown(name)}' has type {_TYPE_NAMES.get(ttype, ttype)}; supported: {', '.join(sorted(set(_DTYPES.values())))}"
             )
         shape = tuple(int(d) for d in t.ShapeAsNumpy()) if bounds.count(t.ShapeLength(), "shape") else ()
         # TFLM plans with `shape` (a Keras batch of -1 in shape_signature is stored as 1 here).
         if any(d < 0 for d in shape):
-            raise UnsupportedModelError(f"{where}: tensor {i} '{name}' has a dynamic shape {shape}; fix every dimension before conversion")
+            raise UnsupportedModelError(f"{where}: tensor {i} '{_shown(name)}' has a dynamic shape {_shown(str(shape))}; fix every dimension before conversion")
         buffer = t.Buffer()
         if buffer >= n_buffers:
             raise InputError(f"{where}: corrupt model: tensor {i} refers to buffer {buffer} of {n_buffers}")
@@ -141,10 +148,11 @@ def _parse(data: bytes, where: str) -> Graph:
 
     n_tensors = len(tensors)
 
-    def indices(vec_len: int, getter, what: str) -> tuple[int, ...]:
+    def indices(vec_len: int, getter, what: str, optional: bool = True) -> tuple[int, ...]:
+        """Tensor indices; -1 (an optional operand left out) only where ``optional``."""
         out = tuple(int(getter(k)) for k in range(bounds.count(vec_len, what)))
         for t in out:
-            if t < -1 or t >= n_tensors:
+            if t < (-1 if optional else 0) or t >= n_tensors:
                 raise InputError(f"{where}: corrupt model: {what} refers to tensor {t} of {n_tensors}")
         return out
 
@@ -165,8 +173,8 @@ def _parse(data: bytes, where: str) -> Graph:
     graph = Graph(
         tensors=tensors,
         ops=ops,
-        inputs=list(indices(sg.InputsLength(), sg.Inputs, "subgraph inputs")),
-        outputs=list(indices(sg.OutputsLength(), sg.Outputs, "subgraph outputs")),
+        inputs=list(indices(sg.InputsLength(), sg.Inputs, "subgraph inputs", optional=False)),
+        outputs=list(indices(sg.OutputsLength(), sg.Outputs, "subgraph outputs", optional=False)),
         name=_name(sg.Name()) or "main",
     )
     graph.offline_offsets = _offline_plan(model, bounds, n_buffers, n_tensors, where)
@@ -215,5 +223,10 @@ def _offline_plan(model, bounds: _Bounds, n_buffers: int, n_tensors: int, where:
             raise InputError(
                 f"{where}: {OFFLINE_PLAN_METADATA} metadata lists {count} offsets for a subgraph of {n_tensors} tensors"
             )
-        return list(values[3:])
+        offsets = list(values[3:])
+        for t, offset in enumerate(offsets):
+            if offset < -1:
+                raise InputError(f"{where}: malformed {OFFLINE_PLAN_METADATA} metadata: tensor {t} has offset {offset} "
+                                 "(an arena offset is >= 0, or -1 to plan the tensor online)")
+        return offsets
     return None

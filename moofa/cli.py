@@ -521,8 +521,9 @@ interpreter), cross-check TFLM against LiteRT, and write firmware files for a TF
 Writes into --out (as a whole: a staging folder renamed into place when everything passed):
 model.tflite, model_data.h, model_data.cc, model_ops.h, model_config.h, main.cc, Makefile,
 report.md, memory_profile.png (from a supernet also subnet.json, model.onnx, summary.json).
-On a Cortex-M4/M7 board it also boots the firmware in QEMU (--boot) and checks the arena. Exit 0 when everything checks, 1 when the model does not fit or a check fails,
-2 on bad input (then nothing is written for an .onnx model that cannot be converted).
+On a Cortex-M4/M7 board it also boots the firmware in QEMU (--boot) and checks the arena.
+Exit 0 when everything checks, 1 when the model does not fit or a check fails, 2 on bad input
+(one line; --out is then left as it was), 3 on an internal error.
 
 examples:
   moofa-deploy --target nucleo-f746zg --out build/f746          # search the bundled supernet

@@ -141,3 +141,14 @@ def test_the_generated_firmware_boots_with_the_exact_arena_and_not_with_less(cor
     small = boot_check({"main.cc": less / "main.cc", "model_data.cc": less / "model_data.cc"}, resolve_target("f746"), x.tobytes(),
                        [0], boot["predicted_arena_bytes"], (less / "model.tflite").stat().st_size)
     assert small.ran and not small.allocate_ok and not small.ok
+
+
+@pytest.mark.slow
+def test_a_model_the_board_build_refuses_is_confirmed_not_measured(corpus):
+    _source_or_skip()
+    cortexm.build(cortexm.EMULATED["cortex-m7"], "cmsis-nn")
+    r = subprocess.run([sys.executable, "-m", "moofa", "verify", str(corpus["int16_cnn"]), "--target", "nucleo-f746zg",
+                        "--measure", "--json"], capture_output=True, text=True, cwd=REPO, timeout=600)
+    f746 = json.loads(r.stdout)["targets"][0]
+    assert r.returncode == 1 and not f746["fits"] and f746["measured"] is None
+    assert "refuses it on this board's build, as predicted" in f746["not_measured_because"]

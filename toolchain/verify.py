@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolchain.boards.budget import Budget
+from toolchain.errors import InputError
 from toolchain.files import read_input_bytes
 from toolchain.ir.graph import Graph
 from toolchain.memory.coverage import Exactness, exactness, tflm_refusals, unmodelled_ops
@@ -279,6 +280,16 @@ def _measure_target(r: TargetResult, path: Path, host_measurement, on_boards: bo
 
     if cortexm.emulated_core(t) is None:
         r.not_measured_because = cortexm.not_measurable_reason(t)
+        return
+    if r.refusals:
+        try:
+            cortexm.measure_for_target(path, t, tflm_src, progress)
+        except InputError as e:
+            if "AllocateTensors failed" in str(e):
+                r.not_measured_because = f"TFLM refuses it on this board's build, as predicted ({r.refusals[0]})"
+                return
+            raise
+        r.not_measured_because = "predicted to be refused, yet the board's build ran it: the refusal check is wrong"
         return
     r.measurement = cortexm.measure_for_target(path, t, tflm_src, progress)
     r.measured_on = r.measurement.measured_on

@@ -117,6 +117,7 @@ class Build:
     core: EmulatedCore
     kernel_library: str
     elf: Path
+    src: Path | None = None  # the tflite-micro tree it was built from
     commit: str = TFLM_COMMIT
 
     @property
@@ -167,13 +168,14 @@ def build(core: EmulatedCore, kernel_library: str, tflm_src: str | Path | None =
     out = cache_root() / "tflm" / f"{TFLM_COMMIT}-{core.name}-{kernel_library}"
     elf = out / f"runner-{_runner_digest()}.elf"  # a changed runner source relinks; the library stays
     if elf.is_file():
-        return Build(core, kernel_library, elf)
+        return Build(core, kernel_library, elf, _recorded_source(out))
     out.mkdir(parents=True, exist_ok=True)
     with open(out.parent / f".{out.name}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one builder per build; the others wait and reuse it
         if elf.is_file():
-            return Build(core, kernel_library, elf)
+            return Build(core, kernel_library, elf, _recorded_source(out))
         src = tflm_source(tflm_src)
+        (out / "source.txt").write_text(str(src) + "\n")
         say = progress or (lambda msg: None)
         lib = _gen_dir(src, core, kernel_library) / "lib" / "libtensorflow-microlite.a"
         if lib.is_file() and not _archive_members(lib):
@@ -189,7 +191,16 @@ def build(core: EmulatedCore, kernel_library: str, tflm_src: str | Path | None =
                 raise InputError(f"building TFLM for {core.name}/{kernel_library} failed: {r.reason()}")
             say(f"built TFLM for {core.name}/{kernel_library} in {time.monotonic() - t:.0f} s")
         _link_runner(src, core, kernel_library, lib, out)
-    return Build(core, kernel_library, elf)
+    return Build(core, kernel_library, elf, src)
+
+
+def _recorded_source(out: Path) -> Path | None:
+    recorded = out / "source.txt"
+    if recorded.is_file():
+        src = Path(recorded.read_text().strip())
+        if (src / "tensorflow/lite/micro/tools/make/Makefile").is_file():
+            return src
+    return None
 
 
 def _runner_digest() -> str:
@@ -269,7 +280,7 @@ def op_registrations(header_text: str) -> list[str]:
 def link_program(b: Build, sources: list[Path], out_elf: Path, defines: list[str] = (), includes: list[Path] = ()) -> Path:
     """Compile ``sources`` (C++) with TFLM's own flags for ``b``'s build, add the start-up and the
     MPS2 linker script, and link them with that build's TFLM library into ``out_elf``."""
-    src = tflm_source()
+    src = b.src or tflm_source()
     lib = _gen_dir(src, b.core, b.kernel_library) / "lib" / "libtensorflow-microlite.a"
     flags = _compile_flags(src, b.core, b.kernel_library)
     arch = [f"-mcpu={b.core.name}", "-mthumb", "-mfloat-abi=soft"]

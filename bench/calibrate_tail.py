@@ -328,6 +328,11 @@ def sigm_8():
 
 
 @calibration_model()
+def tanh_8():
+    return _keras_one_layer(_layers().Activation("tanh"), (8, 8, 8))
+
+
+@calibration_model()
 def concat_8():
     return _keras_one_layer(_layers().Concatenate(), (8, 8, 8), (8, 8, 8))
 

@@ -75,6 +75,7 @@ PROOF: dict[str, tuple[str, str]] = {
     "RELU": (_CALIBRATION, "relu_8"),
     "RELU6": (_CALIBRATION, "relu6_8"),
     "LOGISTIC": (_CALIBRATION, "sigm_8"),
+    "TANH": (_CALIBRATION, "tanh_8"),
     "PAD": (_CALIBRATION, "pad"),
     "MAXIMUM": (_CALIBRATION, "maximum"),
     "TRANSPOSE": (_CALIBRATION, "transpose"),

@@ -78,6 +78,7 @@ HOST_KERNELS: dict[str, KernelTail] = {
     "RELU": _k(0, 1, 28),
     "RELU6": _k(0, 1, 8),
     "LOGISTIC": _k(0, 1, 16),
+    "TANH": _k(0, 1, 16),
     "HARD_SWISH": _k(0, 1, 20),
     "RESHAPE": _k(36, 4, 0),
     "PAD": _k(0, 1, 56),

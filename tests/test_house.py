@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -78,7 +79,10 @@ def test_wheel_installs_and_runs_without_the_source_tree(tmp_path, corpus):
     site-packages through a path file, without the editable install's finder) in a fresh venv,
     and run the commands from a folder that is not the checkout."""
     dist = tmp_path / "dist"
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(REPO)],
+    # Built from a copy: setuptools keeps a build/ folder beside the sources and reuses it.
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", ".cache", "build", "*.egg-info", "__pycache__"))
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(source)],
                        capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     wheel = next(dist.glob("moofa-*.whl"))

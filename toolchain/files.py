@@ -107,10 +107,11 @@ def atomic_output(path: str | Path):
 
 
 def write_atomically(path: str | Path, data: bytes | str) -> Path:
-    """Write ``data`` to ``path`` through :func:`atomic_output`."""
-    with atomic_output(path) as tmp:
+    """Write ``data`` to ``path`` through :func:`atomic_output`; returns where it landed."""
+    target = output_target(path)
+    with atomic_output(target) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    return output_target(path)
+    return target
 
 
 @contextlib.contextmanager

@@ -225,7 +225,7 @@ def deploy_tflite(model_path: Path, target, out_dir: Path, options: DeployOption
     """Plan, verify, measure, cross-check and generate firmware for ``model_path`` on ``target``
     (see :class:`DeployOptions`), then write the report; returns the finished result."""
     from toolchain.deploy.report import write_memory_profile, write_report
-    from toolchain.firmware.boot import boot_check
+    from toolchain.firmware.boot import allocation_minimum, boot_check
     from toolchain.firmware.codegen import check_labels, compile_model_data, render_firmware, resolver_ops
     from toolchain.memory.offline_plan import plan_model
     from toolchain.tflite.reader import read_model
@@ -290,19 +290,6 @@ def deploy_tflite(model_path: Path, target, out_dir: Path, options: DeployOption
     )
     write_report(result, out_dir / "report.md")
     return result
-
-
-def allocation_minimum(model_path: Path, target, boot_mode: str) -> tuple[int, str]:
-    """(smallest arena AllocateTensors succeeds in, the build that measured it) on ``target``'s
-    own build, when it is emulated and may be run (:data:`toolchain.firmware.boot.BOOT_MODES`);
-    (0, "") otherwise."""
-    from toolchain.runtime import cortexm
-
-    core = cortexm.emulated_core(target)
-    if core is None or boot_mode == "never" or (boot_mode == "auto" and not cortexm.is_built(core, target.kernel_library)):
-        return 0, ""
-    m = cortexm.run_on_qemu(cortexm.build(core, target.kernel_library), model_path)
-    return m.min_arena_bytes, m.measured_on
 
 
 def _published(d: dict, work: Path, final: Path) -> dict:

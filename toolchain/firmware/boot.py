@@ -53,6 +53,35 @@ class BootCheck:
 BOOT_MODES = ("auto", "always", "never")
 
 
+def boot_core(target, mode: str):
+    """(the emulated core whose TFLM build runs ``target``'s firmware, "") when ``mode`` lets it
+    run here, else (None, why not): ``always`` builds a missing build, ``auto`` only uses a
+    cached one, ``never`` runs nothing."""
+    from toolchain.runtime import cortexm
+
+    if mode == "never":
+        return None, "--boot never"
+    core = cortexm.emulated_core(target)
+    if core is None:
+        return None, cortexm.not_measurable_reason(target)
+    if mode == "auto" and not cortexm.is_built(core, target.kernel_library):
+        return None, (f"TFLM for {core.name}/{target.kernel_library} is not built yet on this machine (several minutes, "
+                      f"once): `moofa-deploy ... --boot always` or `moofa verify M --target {target.name} --measure`")
+    return core, ""
+
+
+def allocation_minimum(model_path: Path, target, mode: str) -> tuple[int, str]:
+    """(smallest arena AllocateTensors succeeds in, the build that measured it) on ``target``'s
+    own build when :func:`boot_core` lets it run; (0, "") otherwise."""
+    from toolchain.runtime import cortexm
+
+    core, _ = boot_core(target, mode)
+    if core is None:
+        return 0, ""
+    m = cortexm.run_on_qemu(cortexm.build(core, target.kernel_library), model_path)
+    return m.min_arena_bytes, m.measured_on
+
+
 def boot_check(files: dict, target, inputs: bytes, expected_classes: list, predicted_arena_bytes: int,
                model_bytes: int, progress=None, mode: str = "always") -> BootCheck:
     """Build ``files`` (``main.cc``, ``model_data.cc`` and headers) for ``target``'s core, boot it
@@ -62,14 +91,9 @@ def boot_check(files: dict, target, inputs: bytes, expected_classes: list, predi
     ``auto`` boots only when it is cached (and says how to build it otherwise); ``never`` skips."""
     from toolchain.runtime import cortexm
 
-    core = cortexm.emulated_core(target)
-    if mode == "never":
-        return BootCheck(False, "--boot never")
+    core, why_not = boot_core(target, mode)
     if core is None:
-        return BootCheck(False, cortexm.not_measurable_reason(target))
-    if mode == "auto" and not cortexm.is_built(core, target.kernel_library):
-        return BootCheck(False, f"TFLM for {core.name}/{target.kernel_library} is not built yet on this machine (several "
-                                f"minutes, once): `moofa-deploy ... --boot always` or `moofa verify M --target {target.name} --measure`")
+        return BootCheck(False, why_not)
     if model_bytes > MAX_MODEL_BYTES:
         return BootCheck(False, f"the model ({model_bytes:,} B) is larger than QEMU's code memory holds with the program")
     t = time.perf_counter()

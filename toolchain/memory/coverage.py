@@ -94,19 +94,17 @@ MODELLED = frozenset(PROOF)
 # (toolchain/memory/persistent.py): exact only when the model has both.
 _MEASURED_AS_A_PAIR = frozenset({"QUANTIZE", "DEQUANTIZE"})
 
-MEASURED_BUILD = "64-bit host, reference kernels"
-
 #: The builds whose figures are measured (head and tail, every modelled op): the host package's
-#: interpreter, and TFLM built for a Cortex-M DSP core and run in QEMU (toolchain/runtime/cortexm.py,
-#: bench/bench_board_arena.py). Cores with the same ISA and no MVE share these builds' sizes.
+#: interpreter, and TFLM built for Cortex-M4 and M7 and run in QEMU (toolchain/runtime/cortexm.py,
+#: bench/bench_board_arena.py).
 MEASURED_BUILDS = {
     (8, "reference"): "64-bit host, reference kernels",
     (4, "reference"): "32-bit Cortex-M (ARMv7E-M), reference kernels",
     (4, "cmsis-nn"): "32-bit Cortex-M (ARMv7E-M, DSP), CMSIS-NN",
 }
-#: Cores whose CMSIS-NN code paths are the measured ones (DSP extension, no MVE).
-CMSIS_NN_DSP_CORES = frozenset({"cortex-m4", "cortex-m4f", "cortex-m7", "cortex-m33"})
-_ARMV7EM = frozenset({"cortex-m4", "cortex-m4f", "cortex-m7"})
+#: The 32-bit cores those builds were measured on (ARMv7E-M with DSP: the same struct sizes and
+#: CMSIS-NN code paths on every one of them).
+MEASURED_CORES = frozenset({"cortex-m4", "cortex-m4f", "cortex-m7"})
 
 
 @dataclass(frozen=True)
@@ -146,11 +144,8 @@ def exactness(graph: Graph, pointer_bytes: int, kernel_library: str, core: str |
     if (pointer_bytes, kernel_library) not in MEASURED_BUILDS:
         build.append(f"the {pointer_bytes * 8}-bit {kernel_library} build is not measured (its scratch and OpData sizes "
                      "are documented from its source)")
-    elif pointer_bytes == 4 and core is not None and core not in _ARMV7EM and \
-            not (kernel_library == "cmsis-nn" and core in CMSIS_NN_DSP_CORES):
+    elif pointer_bytes == 4 and core is not None and core not in MEASURED_CORES:
         build.append(f"measured on ARMv7E-M builds; {core}'s build is not measured")
-    elif kernel_library == "cmsis-nn" and core is not None and core not in CMSIS_NN_DSP_CORES:
-        build.append(f"CMSIS-NN takes other code paths on {core} (no DSP extension): its scratch is not measured")
     return Exactness(unmodelled_ops(graph), tuple(build))
 
 

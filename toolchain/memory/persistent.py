@@ -125,8 +125,8 @@ def abi_for(pointer_bytes: int) -> Abi:
     return HOST_ABI if pointer_bytes == 8 else MCU32_ABI
 
 
-def _with(table: dict, **changes) -> dict:
-    return {**table, **{kind.replace("__", ""): tail for kind, tail in changes.items()}}
+def _with(table: dict, **changes: KernelTail) -> dict:
+    return {**table, **changes}
 
 
 # The 32-bit build with reference kernels, measured on one-op models (bench/calibrate_tail.py's,

@@ -154,9 +154,17 @@ def _check_tools() -> None:
             raise InputError(f"measuring on a Cortex-M build needs {tool} (Debian: apt-get install {package})")
 
 
+def _build_dir(core: EmulatedCore, kernel_library: str) -> Path:
+    return cache_root() / "tflm" / f"{TFLM_COMMIT}-{core.name}-{kernel_library}"
+
+
+def _runner_elf(core: EmulatedCore, kernel_library: str) -> Path:
+    return _build_dir(core, kernel_library) / f"runner-{_runner_digest()}.elf"  # a changed runner relinks
+
+
 def is_built(core: EmulatedCore, kernel_library: str) -> bool:
     """Whether the runner for ``core`` and ``kernel_library`` is cached (no build would run)."""
-    return (cache_root() / "tflm" / f"{TFLM_COMMIT}-{core.name}-{kernel_library}" / f"runner-{_runner_digest()}.elf").is_file()
+    return _runner_elf(core, kernel_library).is_file()
 
 
 def build(core: EmulatedCore, kernel_library: str, tflm_src: str | Path | None = None, progress=None) -> Build:
@@ -165,8 +173,7 @@ def build(core: EmulatedCore, kernel_library: str, tflm_src: str | Path | None =
     import fcntl
 
     _check_tools()
-    out = cache_root() / "tflm" / f"{TFLM_COMMIT}-{core.name}-{kernel_library}"
-    elf = out / f"runner-{_runner_digest()}.elf"  # a changed runner source relinks; the library stays
+    out, elf = _build_dir(core, kernel_library), _runner_elf(core, kernel_library)
     if elf.is_file():
         return Build(core, kernel_library, elf, _recorded_source(out))
     out.mkdir(parents=True, exist_ok=True)
@@ -190,7 +197,7 @@ def build(core: EmulatedCore, kernel_library: str, tflm_src: str | Path | None =
             if r.returncode != 0 or not lib.is_file():
                 raise InputError(f"building TFLM for {core.name}/{kernel_library} failed: {r.reason()}")
             say(f"built TFLM for {core.name}/{kernel_library} in {time.monotonic() - t:.0f} s")
-        _link_runner(src, core, kernel_library, lib, out)
+        _link_runner(src, core, kernel_library, out)
     return Build(core, kernel_library, elf, src)
 
 
@@ -222,7 +229,7 @@ def _compile_flags(src: Path, core: EmulatedCore, kernel_library: str) -> list[s
     kept beside the build), so that the runner sees the same struct layouts as the library."""
     import json
 
-    cached = cache_root() / "tflm" / f"{TFLM_COMMIT}-{core.name}-{kernel_library}" / "compile_flags.json"
+    cached = _build_dir(core, kernel_library) / "compile_flags.json"
     if cached.is_file():
         try:
             data = json.loads(cached.read_text())
@@ -247,7 +254,7 @@ def _make_flags(src: Path, core: EmulatedCore, kernel_library: str) -> list[str]
         raise InputError(f"could not read TFLM's compile flags: {r.reason()}")
     words = line.split()
     keep, skip_next = [], False
-    for i, w in enumerate(words):
+    for w in words:
         if skip_next:
             skip_next = False
             continue
@@ -280,24 +287,30 @@ def op_registrations(header_text: str) -> list[str]:
 def link_program(b: Build, sources: list[Path], out_elf: Path, defines: list[str] = (), includes: list[Path] = ()) -> Path:
     """Compile ``sources`` (C++) with TFLM's own flags for ``b``'s build, add the start-up and the
     MPS2 linker script, and link them with that build's TFLM library into ``out_elf``."""
-    src = b.src or tflm_source()
-    lib = _gen_dir(src, b.core, b.kernel_library) / "lib" / "libtensorflow-microlite.a"
-    flags = _compile_flags(src, b.core, b.kernel_library)
-    arch = [f"-mcpu={b.core.name}", "-mthumb", "-mfloat-abi=soft"]
+    return _compile_and_link(b.src or tflm_source(), b.core, b.kernel_library, sources, out_elf, defines, includes)
+
+
+def _compile_and_link(src: Path, core: EmulatedCore, kernel_library: str, sources: list[Path], out_elf: Path,
+                      defines=(), includes=()) -> Path:
     from concurrent.futures import ThreadPoolExecutor
+
+    lib = _gen_dir(src, core, kernel_library) / "lib" / "libtensorflow-microlite.a"
+    flags = _compile_flags(src, core, kernel_library)
+    arch = [f"-mcpu={core.name}", "-mthumb", "-mfloat-abi=soft"]
+    work = out_elf.parent.resolve()
 
     def compile_one(source: Path) -> str:
         source = Path(source).resolve()
-        obj = out_elf.parent.resolve() / (source.stem + ".o")
+        obj = work / (source.stem + ".o")
         r = run(["arm-none-eabi-g++", *flags, *defines, *(f"-I{i}" for i in includes), "-c", str(source), "-o", str(obj)],
                 what=f"compiling {source.name}", timeout_s=900, cwd=src)
         if r.returncode != 0:
-            raise InputError(f"compiling {source.name} for {b.core.name} failed: {r.reason()}")
+            raise InputError(f"compiling {source.name} for {core.name} failed: {r.reason()}")
         return str(obj)
 
     with ThreadPoolExecutor(max_workers=max(1, min(len(sources), os.cpu_count() or 1))) as pool:  # one compiler per core
         objects = list(pool.map(compile_one, sources))
-    startup = out_elf.parent / "moofa_startup.o"
+    startup = work / "moofa_startup.o"
     r = run(["arm-none-eabi-gcc", *arch, "-O2", "-c", str(_HERE / "startup.c"), "-o", str(startup)], what="compiling the start-up",
             timeout_s=120)
     if r.returncode != 0:
@@ -305,42 +318,27 @@ def link_program(b: Build, sources: list[Path], out_elf: Path, defines: list[str
     r = run(["arm-none-eabi-g++", *arch, "--specs=rdimon.specs", "-Wl,--gc-sections", "-T", str(_HERE / "mps2.ld"), *objects,
              str(startup), str(lib), "-lm", "-o", str(out_elf)], what="linking", timeout_s=600)
     if r.returncode != 0:
-        raise InputError(f"linking for {b.core.name} failed: {r.reason()}")
+        raise InputError(f"linking for {core.name} failed: {r.reason()}")
     return out_elf
 
 
-def run_elf(b: Build, elf: Path, work: Path, timeout_s: float = QEMU_TIMEOUT_S):
+def run_elf(b: Build, elf: Path, work: Path, timeout_s: float = QEMU_TIMEOUT_S, what: str = ""):
     """Run ``elf`` on ``b``'s QEMU board with ``work`` as the semihosting folder; the finished child."""
     return run(["qemu-system-arm", "-M", b.core.machine, "-display", "none", "-monitor", "none", "-serial", "none",
                 "-semihosting-config", "enable=on,target=native", "-kernel", str(elf)],
-               what=f"QEMU ({b.core.machine})", timeout_s=timeout_s, cwd=work)
+               what=f"{what}QEMU ({b.core.machine})", timeout_s=timeout_s, cwd=work)
 
 
-def _link_runner(src: Path, core: EmulatedCore, kernel_library: str, lib: Path, out: Path) -> None:
-    flags = _compile_flags(src, core, kernel_library)
-    header = (src / "tensorflow/lite/micro/micro_mutable_op_resolver.h").read_text()
-    calls = op_registrations(header)
+def _link_runner(src: Path, core: EmulatedCore, kernel_library: str, out: Path) -> None:
+    """The measurement runner: every op the resolver offers registered (from TFLM's header)."""
+    calls = op_registrations((src / "tensorflow/lite/micro/micro_mutable_op_resolver.h").read_text())
     work = out / "work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     (work / "moofa_ops.inc").write_text("".join(f"  resolver.{c}();\n" for c in calls))
-    arch = [f"-mcpu={core.name}", "-mthumb", "-mfloat-abi=soft"]
-    defines = [f"-DMOOFA_PSRAM_BASE=0x{core.psram_base:08x}u", f"-DMOOFA_OP_COUNT={len(calls)}", f"-I{work}"]
-    r = run(["arm-none-eabi-g++", *flags, *defines, "-c", str(_HERE / "runner.cc"), "-o", str(work / "runner.o")],
-            what="compiling the runner", timeout_s=600, cwd=src)
-    if r.returncode != 0:
-        raise InputError(f"compiling the runner failed: {r.reason()}")
-    r = run(["arm-none-eabi-gcc", *arch, "-O2", "-c", str(_HERE / "startup.c"), "-o", str(work / "startup.o")],
-            what="compiling the runner's start-up", timeout_s=120)
-    if r.returncode != 0:
-        raise InputError(f"compiling the runner's start-up failed: {r.reason()}")
-    elf = work / "runner.elf"
-    r = run(["arm-none-eabi-g++", *arch, "--specs=rdimon.specs", "-Wl,--gc-sections", "-T", str(_HERE / "mps2.ld"),
-             str(work / "runner.o"), str(work / "startup.o"), str(lib), "-lm", "-o", str(elf)],
-            what="linking the runner", timeout_s=600)
-    if r.returncode != 0:
-        raise InputError(f"linking the runner failed: {r.reason()}")
-    os.replace(elf, out / f"runner-{_runner_digest()}.elf")
+    defines = [f"-DMOOFA_PSRAM_BASE=0x{core.psram_base:08x}u", f"-DMOOFA_OP_COUNT={len(calls)}"]
+    elf = _compile_and_link(src, core, kernel_library, [_HERE / "runner.cc"], work / "runner.elf", defines, [work])
+    os.replace(elf, _runner_elf(core, kernel_library))
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -349,8 +347,8 @@ class BoardMeasurement(Measurement):
     """The arena firmware gets on a Cortex-M build: the head and the per-kind breakdown from TFLM's
     recording allocator, the tail as a plain ``MicroAllocator`` (what firmware links) uses it.
 
-    The recording allocator's own objects are larger than the plain allocator's (a constant
-    :data:`RECORDING_OVERHEAD_BYTES` here); ``recording_tail_bytes`` keeps its figure."""
+    The recording allocator's own objects are larger than the plain allocator's, so its tail is
+    larger by that plus alignment; ``recording_tail_bytes`` keeps its figure."""
 
     arena_used_bytes: int = 0  # MicroInterpreter::arena_used_bytes() of the plain allocator
     recording_tail_bytes: int = 0
@@ -374,9 +372,7 @@ def run_on_qemu(b: Build, model_path: str | Path, inputs: bytes | None = None, t
         shutil.copyfile(model_path, work / "moofa-model.tflite")
         if inputs is not None:
             (work / "moofa-inputs.bin").write_bytes(inputs)
-        r = run(["qemu-system-arm", "-M", b.core.machine, "-display", "none", "-monitor", "none", "-serial", "none",
-                 "-semihosting-config", "enable=on,target=native", "-kernel", str(b.elf)],
-                what=f"{model_path}: QEMU ({b.core.machine})", timeout_s=timeout_s, cwd=work)
+        r = run_elf(b, b.elf, work, timeout_s, what=f"{model_path}: ")
     text = r.stdout + r.stderr
     if "moofa-runner: allocate failed" in text:
         raise InputError(f"{model_path}: TFLM's AllocateTensors failed on {b.name}: {r.reason()}")

@@ -1,61 +1,127 @@
-"""One supernet training step vs the same step on the extracted static subnet.
+"""Supernet training speed on CPU: before and after, and against the extracted static subnet.
 
-The elastic supernet slices weights, transforms kernels and pads per call; this measures what
-that costs. Prints the ratio (goal <= 1.15) and images/s for the largest and a random subnet,
-both layouts, at Fashion-MNIST size, all measured in this one run.
+One run measures, with one torch thread, channels-last batches of Fashion-MNIST size (as
+``moofa train`` runs them):
 
-    python bench/bench_train_step.py [--batch 128] [--steps 6] [--threads 1] [--contiguous]
+1. a plain step (forward, backward, SGD) for the largest, a middle (kernel 5, expand 3, depth 3)
+   and the smallest subnet of each layout: the elastic supernet with PyTorch's own convolutions
+   ("before": explicit SAME pad + oneDNN depthwise gradients), the supernet with
+   :mod:`moofa.nn.fastconv` ("after"), and the extracted static subnet (after);
+2. the recipe: the steps of a preset's phases as ``moofa train`` takes them (teacher forward for
+   distillation, ``subnets_per_step`` subnets, the sandwich rule), each phase weighted by its
+   epochs, before and after — the imgs/s a training run gets.
 
-Weights and batches are channels-last, as ``moofa train`` runs them (about twice as fast on
-CPU as the default contiguous order, which ``--contiguous`` measures instead).
+Before and after alternate step by step so that a busy neighbour slows both alike; ratios are of
+medians taken in this one run.
+
+    python bench/bench_train_step.py [--batch 128] [--steps 5] [--preset fmnist-cpu]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import random
+import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
 from moofa.arch.catalog import get_layout
+from moofa.arch.space import SubnetConfig
+from moofa.nn import fastconv
 from moofa.nn.supernet import Supernet
+from moofa.train.loop import accumulate_gradients, load_preset
 
 
-def step_time(model, x, y, steps: int) -> float:
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    times = []
-    for _ in range(steps + 1):
-        t = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-        times.append(time.perf_counter() - t)
-    times = sorted(times[1:])  # drop the warm-up step, take the median
-    return times[len(times) // 2]
+def _step(model, x, y, opt):
+    opt.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def before_after(fn, steps: int) -> tuple[float, float]:
+    """Median seconds of ``fn`` with fastconv off and on, alternating (first call of each dropped)."""
+    times = {False: [], True: []}
+    for i in range(2 * (steps + 1)):
+        on = bool(i % 2)
+        fastconv.ENABLED = on
+        times[on].append(timed(fn))
+    fastconv.ENABLED = True
+    return statistics.median(times[False][1:]), statistics.median(times[True][1:])
+
+
+def middle_config(space, resolution: int) -> SubnetConfig:
+    pick = lambda choices: sorted(choices)[len(choices) // 2]  # noqa: E731
+    d, k, e = pick(space.depth_choices), pick(space.kernel_choices), pick(space.expand_choices)
+    n = space.n_stages
+    return SubnetConfig(space.layout.name, resolution, ((k,) * d,) * n, ((e,) * d,) * n)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--contiguous", action="store_true", help="default memory order instead of channels-last")
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per measurement (median)")
+    ap.add_argument("--preset", default="fmnist-cpu", help="the recipe measured in part 2")
+    ap.add_argument("--layouts", default="moofa:paper,moofa:sram,ofa:sram")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(1)
     torch.manual_seed(0)
-    fmt = torch.contiguous_format if args.contiguous else torch.channels_last
-    x, y = torch.randn(args.batch, 1, 28, 28).contiguous(memory_format=fmt), torch.randint(0, 10, (args.batch,))
-    print("| layout | subnet | supernet step s | static subnet step s | ratio | supernet imgs/s |\n|---|---|---:|---:|---:|---:|")
-    for name in ("moofa", "ofa"):
-        net = Supernet(get_layout(name, resolution=28, in_channels=1, num_classes=10)).to(memory_format=fmt).train()
-        for which, config in (("largest", net.space.max_config(28)), ("random", net.space.sample(random.Random(1)))):
+    cl = torch.channels_last
+    x = torch.randn(args.batch, 1, 28, 28).contiguous(memory_format=cl)
+    y = torch.randint(0, 10, (args.batch,))
+    layouts = [tuple(s.split(":")) for s in args.layouts.split(",")]
+
+    print("| layout | subnet | before imgs/s | after imgs/s | speed-up | static subnet imgs/s | supernet ÷ static step |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for name, memory in layouts:
+        net = Supernet(get_layout(name, resolution=28, in_channels=1, num_classes=10, memory=memory)).to(memory_format=cl).train()
+        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+        for which, config in (("largest", net.space.max_config(28)), ("middle", middle_config(net.space, 28)), ("smallest", net.space.min_config(28))):
             net.set_active(config)
-            sub = net.extract(config).to(memory_format=fmt).train()
-            t_super = step_time(net, x, y, args.steps)
-            t_static = step_time(sub, x, y, args.steps)
-            print(f"| {name} | {which} | {t_super:.3f} | {t_static:.3f} | {t_super / t_static:.2f} | {args.batch / t_super:.0f} |", flush=True)
+            old, new = before_after(lambda: _step(net, x, y, opt), args.steps)
+            sub = net.extract(config).to(memory_format=cl).train()
+            sopt = torch.optim.SGD(sub.parameters(), lr=0.01, momentum=0.9)
+            static = statistics.median([timed(lambda: _step(sub, x, y, sopt)) for _ in range(args.steps + 1)][1:])
+            b = args.batch
+            print(f"| {name} ({memory}) | {which} | {b / old:.0f} | {b / new:.0f} | **{old / new:.2f}×** | {b / static:.0f} | {new / static:.2f} |", flush=True)
+
+    preset = load_preset(args.preset)
+    print(f"\nRecipe `{preset.name}`: one step per phase as `moofa train` takes it, weighted by the phase's epochs\n")
+    print("| layout | phase | epochs | before imgs/s | after imgs/s | speed-up |\n|---|---|---:|---:|---:|---:|")
+    for name, memory in layouts:
+        net = Supernet(get_layout(name, resolution=28, in_channels=1, num_classes=10, memory=memory)).to(memory_format=cl).train()
+        teacher = copy.deepcopy(net).eval()
+        teacher.set_max()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+        total_old = total_new = total_epochs = 0.0
+        for pi, phase in enumerate(preset.phases):
+            counter = iter(range(10**9))
+
+            def one_step():
+                res = preset.resolutions[next(counter) % len(preset.resolutions)]
+                xr = F.interpolate(x, size=(res, res), mode="bilinear", align_corners=False).contiguous(memory_format=cl)
+                rngs = [random.Random(hash((pi, next(counter), k))) for k in range(phase.subnets_per_step)]
+                opt.zero_grad(set_to_none=True)
+                accumulate_gradients(net, teacher if phase.distill else None, phase, preset, xr, y, rngs)
+                opt.step()
+
+            old, new = before_after(one_step, args.steps)
+            total_old += phase.epochs * old
+            total_new += phase.epochs * new
+            total_epochs += phase.epochs
+            print(f"| {name} ({memory}) | {phase.name} | {phase.epochs:g} | {args.batch / old:.0f} | {args.batch / new:.0f} | {old / new:.2f}× |", flush=True)
+        b = args.batch * total_epochs
+        print(f"| {name} ({memory}) | **whole recipe** | {total_epochs:g} | {b / total_old:.0f} | {b / total_new:.0f} | **{total_old / total_new:.2f}×** |", flush=True)
 
 
 if __name__ == "__main__":

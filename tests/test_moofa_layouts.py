@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from moofa.arch.balance import flash_of_largest, solve_moofa_layout, sram_block_memory
+from moofa.arch.balance import flash_of_largest, solve_moofa_layout, sram_block_memory, sram_first_block_memory, sram_stem_memory
 from moofa.arch.blocks import same_output_size
 from moofa.arch.catalog import get_layout, layout_command, ofa_layout
 from moofa.arch.layouts import MIN_FINAL_SIZE
@@ -73,6 +73,34 @@ def test_sram_definition_balances_every_stage_at_the_first_stages_memory(resolut
         assert mem <= level
         # Widest: 8 more channels would not fit.
         assert sram_block_memory(st.width + 8, size, st.act, st.se, 4, 7) > level
+
+
+@pytest.mark.parametrize("resolution, channels", [(28, 1), (32, 3), (96, 3), (224, 3)])
+def test_sram_definition_solves_the_stem_under_the_same_cap(resolution, channels):
+    lay = solve_moofa_layout(resolution, channels, 10, memory="sram")
+    level = lay.stage_memory[0]
+    c0, c1 = lay.first_conv_width, lay.first_block_width
+    size = same_output_size(resolution, lay.first_conv_stride)
+    stem = lambda c: sram_stem_memory(channels, resolution, c, lay.first_conv_stride, lay.first_conv_act)  # noqa: E731
+    block = lambda c: sram_first_block_memory(c0, size, c, lay.first_block_stride, lay.first_block_act, lay.first_block_se)  # noqa: E731
+    assert c0 % 8 == 0 and c1 % 8 == 0
+    assert stem(c0) <= level < stem(c0 + 8)  # the widest first conv that fits
+    assert block(c1) <= level < block(c1 + 8)  # the widest first block that fits
+    assert lay.stages[0].width == 24  # the only seed left
+
+
+def test_sram_stem_by_hand_at_fashion_mnist_size():
+    # 28x28 grey input, stride-2 first conv (h_swish): the peak is the h_swish, whose input
+    # and output (c*14*14 B each) are alive together (the 784 B image is freed after the
+    # conv). The cap is stage 1's reference block at 7x7 (24 channels, expand 4): 10,592 B.
+    # So c = 24 (2*24*196 = 9,408 B); 32 would need 12,544.
+    lay = solve_moofa_layout(28, 1, 10, memory="sram")
+    assert lay.stage_memory[0] == 10_592
+    assert sram_stem_memory(1, 28, 24, 2, "h_swish") == 2 * 24 * 196 == 9_408
+    assert sram_stem_memory(1, 28, 32, 2, "h_swish") == 2 * 32 * 196 == 12_544
+    assert lay.first_conv_width == 24
+    # The paper's stem (3, 8) is what the paper definition keeps.
+    assert solve_moofa_layout(28, 1, 10, memory="paper").widths[:2] == [3, 8]
 
 
 def test_flash_budget_is_a_second_constraint():

@@ -10,7 +10,9 @@ import torch
 from moofa.arch.blocks import same_padding
 from moofa.arch.catalog import get_layout
 from moofa.arch.space import SearchSpace
-from moofa.nn.supernet import Conv, DynamicMBBlock, Supernet, pad_same
+from moofa.nn import fastconv
+from moofa.nn.fastconv import conv2d_same
+from moofa.nn.supernet import Conv, DynamicMBBlock, Supernet
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -70,7 +72,48 @@ def test_same_padding_is_tensorflows():
     # PyTorch's symmetric padding=1 would centre the first window on pixel 0 instead.
     sym = torch.nn.functional.conv2d(x, conv.conv.weight, stride=2, padding=1)
     assert sym[0, 0, 0, 0].item() != y[0, 0, 0, 0].item()
-    assert pad_same(x, 1, 1) is x
+
+
+def _explicit_same(x, weight, stride, groups):
+    """SAME padding the plain way: pad, then an unpadded conv (PyTorch's own gradients)."""
+    top, bottom = same_padding(x.shape[2], weight.shape[-1], stride)
+    left, right = same_padding(x.shape[3], weight.shape[-1], stride)
+    return torch.nn.functional.conv2d(torch.nn.functional.pad(x, (left, right, top, bottom)), weight, stride=stride, groups=groups)
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 5, 7])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", [4, 7, 14])
+@pytest.mark.parametrize("depthwise", [True, False])
+def test_fast_same_conv_equals_the_explicit_pad_and_its_gradients(kernel, stride, size, depthwise):
+    g = torch.Generator().manual_seed(kernel * 100 + stride * 10 + size)
+    c = 12
+    x0 = torch.randn(3, c, size, size, generator=g).contiguous(memory_format=torch.channels_last)
+    w0 = torch.randn(c, 1 if depthwise else c, kernel, kernel, generator=g)
+    groups = c if depthwise else 1
+    results = []
+    for fn in (_explicit_same, lambda x, w, s, gr: conv2d_same(x, w, stride=s, groups=gr)):
+        x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
+        y = fn(x, w, stride, groups)
+        y.backward(torch.linspace(-1, 1, y.numel()).reshape(y.shape))
+        results.append((y.detach(), x.grad, w.grad))
+    for want, got in zip(*results):
+        assert want.shape == got.shape
+        assert torch.allclose(want, got, atol=1e-4, rtol=1e-4), (want - got).abs().max()
+    # The strip-wise weight gradient is what ran for the large depthwise kernels.
+    assert fastconv.ENABLED
+
+
+def test_fast_conv_off_is_the_plain_pytorch_step():
+    x = torch.randn(2, 8, 9, 9)
+    w = torch.randn(8, 1, 7, 7)
+    on = conv2d_same(x, w, stride=2, groups=8)
+    fastconv.ENABLED = False
+    try:
+        off = conv2d_same(x, w, stride=2, groups=8)
+    finally:
+        fastconv.ENABLED = True
+    assert torch.allclose(on, off, atol=1e-5)
 
 
 def test_elastic_kernel_is_the_transformed_centre():

@@ -1,7 +1,8 @@
 """The memory balance: the ``moofa`` layout's widths, solved so that every stage needs the same memory.
 
 - ``moofa``: the memory-balanced layout of the MOOFA paper (Girard et al.), *solved*: starting
-  from seed widths (first conv 3, first block 8, first stage 24), each following stage gets the
+  from seed widths (first stage 24; under the ``paper`` definition also first conv 3 and first
+  block 8, the published stem; under ``sram`` the stem is solved too), each following stage gets the
   widest channel count whose per-stage memory does not exceed the memory before it, so that
   memory stays constant across the network; expand ratios {2, 3, 4}.
 
@@ -18,7 +19,10 @@ The memory a stage "has" is measured on a reference block (expand ``ref_expand``
   intermediates, h_swish outputs), at the real SAME-padded sizes. Every stage is held to the
   first stage's memory (no drift from rounding), widths round *down* to multiples of 8 so that
   none exceeds it, and the final expand is solved the same way on the head's ops (the feature
-  mix takes its width). With ``flash_budget_bytes`` the largest subnet's flash (all weights) is
+  mix takes its width). The stem is solved under the same cap: the first conv gets the widest
+  width whose graph (input image, conv output, h_swish output) fits it, then the first block the
+  widest whose graph (depthwise block on the first conv's output) fits it; only the first stage's
+  width (24) is a seed. The ``paper`` definition keeps the published stem (3 and 8). With ``flash_budget_bytes`` the largest subnet's flash (all weights) is
   a second constraint: the memory level of the solved stages is lowered by bisection until it
   fits.
 """
@@ -29,7 +33,7 @@ import math
 from dataclasses import replace
 from functools import lru_cache
 
-from moofa.arch.blocks import make_block, make_divisible, same_output_size
+from moofa.arch.blocks import FIRST_BLOCK_KERNEL, FIRST_CONV_KERNEL, make_block, make_divisible, same_output_size
 from moofa.arch.layouts import (
     MOOFA_DEPTHS,
     MOOFA_EXPANDS,
@@ -89,6 +93,32 @@ def sram_head_memory(c_last: int, size: int, c_final: int) -> int:
     h = w.conv(h, "feature_mix", c_final, 1, 1, "h_swish")
     w.graph.outputs.append(h)
     return plan_graph(w.graph).lower_bound_bytes
+
+
+@lru_cache(maxsize=4096)
+def sram_stem_memory(in_channels: int, resolution: int, c_first: int, stride: int, act: str) -> int:
+    """Liveness peak of the first conv alone (input image, conv output, its activation)."""
+    w = GraphWriter("stem")
+    x = w.activation("input", (1, resolution, resolution, in_channels))
+    w.graph.inputs.append(x)
+    w.graph.outputs.append(w.conv(x, "first_conv", c_first, FIRST_CONV_KERNEL, stride, act))
+    return plan_graph(w.graph).lower_bound_bytes
+
+
+@lru_cache(maxsize=4096)
+def sram_first_block_memory(c_first: int, size: int, c_block: int, stride: int, act: str, se: bool) -> int:
+    """Liveness peak of the first block (depthwise on the first conv's output, then project)."""
+    b = make_block("first_block", c_first, c_block, 1, FIRST_BLOCK_KERNEL, stride, act, se, (size, size), first_block=True)
+    return plan_graph(block_graph(b)).lower_bound_bytes
+
+
+def sram_stem_widths(cap: int, resolution: int, in_channels: int, strides: list[int]) -> tuple[int, int]:
+    """First conv and first block widths: the widest multiples of 8 whose graphs fit ``cap``."""
+    first = widest(lambda c: sram_stem_memory(in_channels, resolution, c, strides[0], MOOFA_FIRST_CONV_ACT) <= cap)
+    size = same_output_size(resolution, strides[0])
+    _, act, se = MOOFA_FIRST_BLOCK
+    block = widest(lambda c: sram_first_block_memory(first, size, c, strides[1], act, se) <= cap)
+    return first, block
 
 
 def widest(fits, start: int = 8, limit: int = 1 << 14) -> int:
@@ -201,9 +231,9 @@ def solve_moofa_layout(
     strides = adapt_strides([MOOFA_FIRST_CONV_STRIDE, MOOFA_FIRST_BLOCK[0], *(s[0] for s in MOOFA_STAGES)], resolution)
     first_stage = seed_widths[2]
 
-    def layout(widths, final_expand, feature_mix, stage_memory=(), notes=""):
+    def layout(widths, final_expand, feature_mix, stage_memory=(), notes="", stem=seed_widths[:2]):
         return _moofa_layout(resolution, in_channels, num_classes, memory, strides, widths, final_expand, feature_mix,
-                             seed_widths, stage_memory, notes)
+                             (*stem, first_stage), stage_memory, notes)
 
     if memory == "paper":
         if flash_budget_bytes is not None:
@@ -219,10 +249,11 @@ def solve_moofa_layout(
         sizes.append(size)
     _, act0, se0 = MOOFA_STAGES[0]
     level = sram_block_memory(first_stage, sizes[0], act0, se0, ref_expand, ref_kernel)
+    stem = sram_stem_widths(level, resolution, in_channels, strides)  # the first stage's level, whatever the flash
 
     def at_level(cap: int) -> Layout:
         widths, final = sram_widths(cap, sizes, first_stage, ref_expand, ref_kernel)
-        return layout(widths, final, final)
+        return layout(widths, final, final, stem=stem)
 
     lay = at_level(level)
     notes = f"balanced at {level} B per stage"

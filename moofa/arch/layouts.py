@@ -6,7 +6,8 @@ Two layouts exist:
   paper and its released supernet: first conv 16, first block 16, stages 24/40/80/112/160,
   final expand 960, feature mix 1280; expand ratios {3, 4, 6}.
 - ``moofa``: the memory-balanced layout of the MOOFA paper (Girard et al.), *solved*: starting
-  from seed widths (first conv 3, first block 8, first stage 24), each following stage gets the
+  from seed widths (first stage 24; under the ``paper`` definition also first conv 3 and first
+  block 8, the published stem; under ``sram`` the stem is solved too), each following stage gets the
   widest channel count whose per-stage memory does not exceed the memory before it, so that
   memory stays constant across the network; expand ratios {2, 3, 4}.
 

@@ -38,22 +38,12 @@ from moofa.arch.blocks import (
     subnet_spec,
 )
 from moofa.arch.layouts import Layout
+from moofa.nn.fastconv import conv2d_same
 from moofa.arch.space import SearchSpace, SubnetConfig
 
 BN_MOMENTUM, BN_EPS = 0.1, 1e-5  # OFA's bn_param
 HARD_SIGMOID_SHIFT = 3.0
 HARD_SIGMOID_SCALE = 1.0 / 6.0
-
-
-def pad_same(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
-    """Pad ``x`` (NCHW) as TensorFlow's SAME padding would for this kernel and stride."""
-    if kernel == 1 and stride == 1:
-        return x
-    top, bottom = same_padding(x.shape[2], kernel, stride)
-    left, right = same_padding(x.shape[3], kernel, stride)
-    if top == bottom == left == right == 0:
-        return x
-    return F.pad(x, (left, right, top, bottom))
 
 
 def _fused(act: str | None) -> str | None:
@@ -79,7 +69,7 @@ class Conv(nn.Module):
         return self.conv.groups > 1
 
     def forward(self, x):
-        x = self.conv(pad_same(x, self.kernel, self.stride))
+        x = conv2d_same(x, self.conv.weight, self.conv.bias, self.stride, self.conv.groups)
         if self.bn is not None:
             x = self.bn(x)
         if self.shift:
@@ -300,7 +290,7 @@ class DynamicMBBlock(nn.Module):
     def forward(self, x):
         mid, k = middle_channels(self.in_channels, self.active_expand), self.active_kernel
         h = self._act(_bn(self.expand_bn, F.conv2d(x, self.expand_conv.weight[:mid])))
-        h = F.conv2d(pad_same(h, k, self.stride), self.active_filter(mid, k), stride=self.stride, groups=mid)
+        h = conv2d_same(h, self.active_filter(mid, k), stride=self.stride, groups=mid)
         h = self._act(_bn(self.depthwise_bn, h))
         if self.use_se:
             r = se_channels(mid)

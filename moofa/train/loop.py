@@ -9,7 +9,8 @@ One loop, top to bottom; the recipe is data (a preset TOML in ``moofa/presets/``
 4. ``expand-1``, ``expand-2``: elastic expand ratio, after sorting the expanded channels by
    importance (``Supernet.reorganize_channels``).
 
-Each step samples ``subnets_per_step`` subnets from the phase's choices, accumulates their
+Each step samples ``subnets_per_step`` subnets from the phase's choices (with ``sandwich`` the
+first is the phase's largest), accumulates their
 gradients (loss = cross-entropy + ``kd_ratio`` x distillation) and takes one optimizer step.
 Subnets are drawn from a generator keyed by (seed, phase, epoch, step, k), so every DDP rank
 picks the same subnet at the same step. Run on one CPU, one GPU, or many through
@@ -60,6 +61,9 @@ class Phase:
     distill: bool = True
     reorganize: int | None = None  # expand stage for reorganize_channels before the phase
     warmup_epochs: float = 0.0
+    # The sandwich rule (Yu et al., BigNAS): the first subnet of every step is the phase's
+    # largest, so the largest keeps learning while the smaller ones are trained.
+    sandwich: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,9 @@ class Preset:
     # scale them linearly, as OFA does per GPU. None: use the rates as written.
     lr_reference_batch: int | None = None
     num_workers: int = 0  # data-loading processes per rank (ImageFolder decoding wants several)
+    # The memory definition the moofa layout is solved under ("paper" elements or the "sram"
+    # int8 arena); None: the layout's default (moofa.arch.catalog.get_layout).
+    memory: str | None = None
     phases: tuple[Phase, ...] = field(default_factory=tuple)
 
 
@@ -139,9 +146,14 @@ def check_preset(preset: Preset, where) -> None:
     """Every numeric key of the preset and its phases within its range (finite), in one line each."""
     for key, (lo, hi, lo_open) in _PRESET_RANGES.items():
         _check_range(str(where), key, getattr(preset, key), lo, hi, lo_open)
+    if preset.memory is not None and preset.memory not in ("paper", "sram"):
+        raise InputError(f"{where}: memory = {preset.memory!r}: expected \"paper\" or \"sram\"")
     if not preset.resolutions or any(isinstance(r, bool) or not isinstance(r, int) or not 8 <= r <= 1024 for r in preset.resolutions):
         raise InputError(f"{where}: resolutions = {list(preset.resolutions)!r}: each must be an integer in [8, 1024]")
     for i, phase in enumerate(preset.phases):
+        for key in ("distill", "sandwich"):
+            if not isinstance(getattr(phase, key), bool):
+                raise InputError(f"{where}: [[phase]] {i + 1} ({phase.name}): {key} = {getattr(phase, key)!r} must be true or false")
         for key, (lo, hi, lo_open) in _PHASE_RANGES.items():
             _check_range(f"{where}: [[phase]] {i + 1} ({phase.name})", key, getattr(phase, key), lo, hi, lo_open)
 
@@ -290,8 +302,9 @@ def accumulate_gradients(model, teacher, phase: Phase, preset: Preset, x, y, rng
         soft = F.softmax(teacher(x), dim=1) if teacher is not None else None
     loss_sum = correct = 0.0
     n = len(rngs)
-    for rng in rngs:
-        model.set_active(phase_config(model.space, phase, rng, x.shape[-1]))
+    for k, rng in enumerate(rngs):
+        spec = _extreme(phase, model.space, max) if phase.sandwich and k == 0 else phase
+        model.set_active(phase_config(model.space, spec, rng, x.shape[-1]))
         logits = model(x)
         loss = F.cross_entropy(logits, y, label_smoothing=preset.label_smoothing)
         if soft is not None:
@@ -331,7 +344,8 @@ def train(
                            num_workers=preset.num_workers, pin_memory=device.type == "cuda")
     lr_scale = preset.batch_size * world / preset.lr_reference_batch if preset.lr_reference_batch else 1.0
     info = loaders.info
-    layout = get_layout(layout_name, resolution=max(preset.resolutions), in_channels=info.in_channels, num_classes=info.num_classes)
+    layout = get_layout(layout_name, resolution=max(preset.resolutions), in_channels=info.in_channels, num_classes=info.num_classes,
+                        memory=preset.memory)
     meta = {
         "layout": layout.to_dict(),  # the solved widths: loaded as stored, whatever the solver says later
         "dataset": info.to_json(), "preset": asdict(preset), "seed": seed, "dropout": preset.dropout,
@@ -425,7 +439,7 @@ def train(
             if rank == 0:
                 res = max(preset.resolutions)
                 acc_max, _, _ = evaluate_subnet(model, model.space.max_config(res), loaders, device, bn_images=preset.bn_recal_images)
-                acc_min, _, _ = evaluate_subnet(model, phase_config(model.space, _smallest(phase, model.space), random.Random(0), min(preset.resolutions)), loaders, device, bn_images=preset.bn_recal_images)
+                acc_min, _, _ = evaluate_subnet(model, phase_config(model.space, _extreme(phase, model.space, min), random.Random(0), min(preset.resolutions)), loaders, device, bn_images=preset.bn_recal_images)
                 meta["history"].append({"phase": phase.name, "val_top1_max": acc_max, "val_top1_min": acc_min, "global_step": meta["global_step"]})
                 print(f"[moofa train] {layout.name} {phase.name}: val top-1 largest {acc_max:.4f}, smallest {acc_min:.4f}", flush=True)
             meta.update(phase=phase_index + 1, epoch=0, step=0)
@@ -440,11 +454,11 @@ def train(
     return _finish(out_dir, ckpt_path, final_path, model, meta, None, teacher, rank, world, partial=False)
 
 
-def _smallest(phase: Phase, space) -> Phase:
-    """The phase's smallest subnet (for the end-of-phase report)."""
-    pick = lambda spec, avail: (min(resolve_choices(spec, avail)),)  # noqa: E731
-    return Phase(phase.name, 0, 0, pick(phase.kernels, space.kernel_choices), pick(phase.depths, space.depth_choices),
-                 pick(phase.expands, space.expand_choices))
+def _extreme(phase: Phase, space, pick=min) -> Phase:
+    """The phase with only its smallest (``pick=min``) or largest (``max``) choices."""
+    one = lambda spec, avail: (pick(resolve_choices(spec, avail)),)  # noqa: E731
+    return Phase(phase.name, 0, 0, one(phase.kernels, space.kernel_choices), one(phase.depths, space.depth_choices),
+                 one(phase.expands, space.expand_choices))
 
 
 def _save_progress(path, model, meta, optimizer, teacher):

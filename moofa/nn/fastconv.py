@@ -7,8 +7,10 @@ Two things made a supernet training step slow on CPU (bench/bench_train_step.py 
   much slower one; the 7×7 gradients were most of the step. Kernels at most 3 wide are fast
   whatever their height, so :func:`conv2d_same` computes a k×k depthwise weight gradient in k×3
   column strips (offsets 0, 3, ..., k-3; the last may overlap the one before), each strip's
-  gradient the k×3 weight gradient of the padded input's columns from the strip's offset on. The
-  forward pass and the input gradient are PyTorch's own.
+  gradient the k×3 weight gradient of the padded input's columns from the strip's offset on. On
+  small maps (a 7×7 kernel over a 4×4 map: the padded input is six times the input, nearly all
+  zeros) it is two matrix products instead, with nothing padded (:func:`_weight_grad_pairs`).
+  The forward pass and the input gradient are PyTorch's own.
 - **Padding.** An explicit pad (fill the whole output, copy the input in) before every
   convolution. SAME padding is symmetric except for stride-2 layers whose input size leaves one
   more row or column at the bottom or right; every other convolution now pads inside the
@@ -20,6 +22,8 @@ cuDNN kernels run as they are (only the padding change applies).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 import torch.nn.functional as F
 
@@ -27,6 +31,39 @@ from moofa.arch.blocks import same_padding
 
 STRIP = 3
 ENABLED = True  # bench/bench_train_step.py turns this off to measure the plain PyTorch step in the same run
+
+
+MATMUL_MAX_PAIRS = 256  # H·W·Ho·Wo up to which the weight gradient is two matrix products (4×4 maps)
+
+
+@lru_cache(maxsize=256)
+def _pair_selection(h: int, w: int, ho: int, wo: int, kernel: int, stride: int, top: int, left: int) -> torch.Tensor:
+    """(H·W·Ho·Wo) × k² matrix of 0/1: which (input pixel, output pixel) pairs meet at each kernel tap."""
+    sel = torch.zeros(h * w, ho * wo, kernel * kernel)
+    for i in range(kernel):
+        for j in range(kernel):
+            for y in range(ho):
+                r = y * stride + i - top
+                if not 0 <= r < h:
+                    continue
+                for x in range(wo):
+                    c = x * stride + j - left
+                    if 0 <= c < w:
+                        sel[r * w + c, y * wo + x, i * kernel + j] = 1.0
+    return sel.reshape(h * w * ho * wo, kernel * kernel)
+
+
+def _weight_grad_pairs(grad_out: torch.Tensor, x: torch.Tensor, kernel: int, stride: int, padding: tuple[int, int]) -> torch.Tensor:
+    """dL/dW of a depthwise conv on a small map: per channel, the batch-summed products of every
+    input pixel with every output-gradient pixel (one batched matrix product), then the sum of
+    the pairs each kernel tap joins (a product with a fixed 0/1 matrix). No padding is built."""
+    n, c, h, w = x.shape
+    ho, wo = grad_out.shape[2], grad_out.shape[3]
+    xm = x.permute(1, 2, 3, 0).reshape(c, h * w, n).contiguous()  # contiguous: bmm is per-matrix copies otherwise
+    gm = grad_out.permute(1, 0, 2, 3).reshape(c, n, ho * wo).contiguous()
+    pairs = torch.bmm(xm, gm).reshape(c, h * w * ho * wo)
+    sel = _pair_selection(h, w, ho, wo, kernel, stride, padding[0], padding[1]).to(dtype=x.dtype, device=x.device)
+    return (pairs @ sel).reshape(c, 1, kernel, kernel)
 
 
 def _weight_grad_strips(grad_out: torch.Tensor, xp: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
@@ -61,8 +98,11 @@ class _DepthwiseConv(torch.autograd.Function):
                 grad_out, x, weight, None, [s, s], [ph, pw], [1, 1], False, [0, 0], c, [True, False, False]
             )
         if ctx.needs_input_grad[1]:
-            xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
-            grad_w = _weight_grad_strips(grad_out, xp, k, s)
+            if x.shape[2] * x.shape[3] * grad_out.shape[2] * grad_out.shape[3] <= MATMUL_MAX_PAIRS:
+                grad_w = _weight_grad_pairs(grad_out, x, k, s, (ph, pw))
+            else:
+                xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
+                grad_w = _weight_grad_strips(grad_out, xp, k, s)
         return grad_x, grad_w, None, None
 
 

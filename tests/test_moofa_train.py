@@ -98,3 +98,48 @@ def test_learning_rate_scales_with_the_global_batch(tiny, tmp_path):
     ckpt = train(preset, "moofa", tmp_path, data_root=str(root), max_steps=1, progress=False)
     state, _ = load_checkpoint(ckpt)
     assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(first.lr / 4)
+
+
+def test_new_presets_train_the_sram_layout_with_the_sandwich_rule():
+    for name in ("fmnist", "fmnist-gpu"):
+        preset = load_preset(name)
+        assert preset.memory == "sram" and preset.crop_padding == 2
+        assert all(p.sandwich for p in preset.phases if p.subnets_per_step > 1)
+    assert load_preset("fmnist-gpu").lr_reference_batch == 128
+
+
+def test_sandwich_trains_the_largest_first(monkeypatch):
+    import random
+
+    from moofa.arch.catalog import get_layout
+    from moofa.nn.supernet import Supernet
+    from moofa.train import loop
+
+    net = Supernet(get_layout("moofa", 16, 1, 10))
+    phase = loop.Phase("depth-2", 1, 0.1, kernels="all", depths="all", expands="all", subnets_per_step=3, sandwich=True)
+    preset = loop.Preset("p", phases=(phase,))
+    seen = []
+    real = net.set_active
+    monkeypatch.setattr(net, "set_active", lambda c: (seen.append(c), real(c)))
+    x, y = torch.randn(4, 1, 16, 16), torch.randint(0, 10, (4,))
+    loop.accumulate_gradients(net, None, phase, preset, x, y, [random.Random(k) for k in range(3)])
+    assert seen[0] == net.space.max_config(16)
+    assert seen[1] != seen[0] and seen[2] != seen[0]  # the others drawn from all the choices
+
+
+def test_subnets_are_scored_from_images_held_in_memory(tiny):
+    from moofa.arch.catalog import get_layout
+    from moofa.nn.supernet import Supernet
+    from moofa.train.data import make_loaders
+    from moofa.train.loop import evaluate_subnet, top1
+
+    root, _ = tiny
+    loaders = make_loaders("fashion-mnist", str(root), 16, (16,), 32, 0)
+    held = loaders.in_memory("val", 16)
+    assert held is loaders.in_memory("val", 16)  # prepared once
+    assert held[0].shape == (32, 1, 16, 16) and held[1].shape == (32,)
+    net = Supernet(get_layout("moofa", 16, 1, 10))
+    acc, n, subnet = evaluate_subnet(net, net.space.max_config(16), loaders, torch.device("cpu"), bn_images=32)
+    # The same images as the loader's, so the same score in eval mode.
+    assert (acc, n) == top1(subnet, loaders.eval_loader("val", 16), torch.device("cpu"))
+    assert n == 32

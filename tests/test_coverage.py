@@ -179,3 +179,69 @@ def test_a_model_tflm_refuses_is_reported_as_such_not_fits(corpus, tmp_path):
     good = _with_softmax_output(corpus["ds_cnn_kws"], tmp_path / "good.tflite", 1 / 256, -128)
     assert not tflm_refusals(read_model(good))
     measure(good)
+
+
+def _with_custom_ops(src: Path, dst: Path, ops: list[tuple[str, int]]) -> Path:
+    """``src`` with a chain of custom ops appended after its output: each ``(custom code, tensor
+    type)`` reads the previous output and writes a new tensor of that type (the last becomes the
+    graph's output), the way models built from TFLM's signal library look."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(src.read_bytes(), 0))
+    sub = model.subgraphs[0]
+    previous = int(sub.outputs[0])
+    for code, ttype in ops:
+        opcode = schema.OperatorCodeT()
+        opcode.builtinCode = opcode.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
+        opcode.customCode = code
+        model.operatorCodes.append(opcode)
+        tensor = schema.TensorT()
+        tensor.name, tensor.type, tensor.shape, tensor.buffer = f"{code}_out", ttype, [1, 16], 0
+        sub.tensors.append(tensor)
+        op = schema.OperatorT()
+        op.opcodeIndex, op.inputs, op.outputs = len(model.operatorCodes) - 1, [previous], [len(sub.tensors) - 1]
+        sub.operators.append(op)
+        previous = len(sub.tensors) - 1
+    sub.outputs = [previous]
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    dst.write_bytes(bytes(builder.Output()))
+    return dst
+
+
+def test_every_schema_tensor_type_reads_and_custom_ops_are_named_not_fatal(corpus, tmp_path):
+    """Found: a model built with TFLM's signal-library custom ops (UINT16 / UINT32 tensors) was
+    refused with exit 2. Every tensor type of the schema is read, sized as TFLM sizes it; custom
+    ops (known to TFLM or not) make the figures approximate, named; a type TFLM cannot size is
+    reported as a model TFLM will not run."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from toolchain.ir.graph import DTYPE_BYTES, TFLM_UNSIZED_DTYPES
+
+    types = {k.lower(): v for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    assert set(types) == set(DTYPE_BYTES) and TFLM_UNSIZED_DTYPES <= set(types)
+    for name, ttype in types.items():
+        graph = read_model(_with_custom_ops(corpus["fc_only"], tmp_path / f"{name}.tflite", [("VendorOp", ttype)]))
+        assert graph.tensors[-1].dtype == name and graph.tensors[-1].nbytes == 16 * DTYPE_BYTES[name]
+        assert estimate_arena(graph, 4, "cmsis-nn").arena_bytes > 0
+        assert bool(tflm_refusals(graph)) == (name in TFLM_UNSIZED_DTYPES), name
+    assert (DTYPE_BYTES["uint16"], DTYPE_BYTES["uint32"], DTYPE_BYTES["int4"], DTYPE_BYTES["complex128"]) == (2, 4, 1, 16)
+
+    signal = _with_custom_ops(corpus["fc_only"], tmp_path / "signal.tflite",
+                              [("SignalWindow", schema.TensorType.UINT16), ("SignalEnergy", schema.TensorType.UINT32),
+                               ("NoSuchVendorOp", schema.TensorType.INT32)])
+    r = moofa("verify", str(signal), "--target", "host,f746", "--json")
+    assert r.returncode == 0, r.stderr
+    targets = json.loads(r.stdout)["targets"]
+    for t in targets:
+        assert t["exact"] is False and t["fits"] is True
+        assert t["unmodelled_ops"] == ["CUSTOM:NoSuchVendorOp", "CUSTOM:SignalEnergy", "CUSTOM:SignalWindow"]
+    r = moofa("verify", str(signal), "--target", "host")
+    assert r.returncode == 0 and "approx*" in r.stdout and "CUSTOM:SignalWindow" in r.stdout
+
+    strings = _with_custom_ops(corpus["fc_only"], tmp_path / "string.tflite", [("VendorOp", schema.TensorType.STRING)])
+    r = moofa("verify", str(strings), "--target", "host", "--json")
+    out = json.loads(r.stdout)
+    assert r.returncode == 1 and out["runs_on_tflm"] is False and "STRING" in " ".join(out["tflm_refuses"])
+    assert "will not run on TFLM" in moofa("verify", str(strings), "--target", "host").stdout

@@ -552,11 +552,11 @@ def test_graph_inputs_and_outputs_must_name_real_tensors(seeds):
 
 def test_errors_quoting_a_corrupt_name_stay_on_one_line(seeds):
     """Found: a tensor name holding a newline (a byte mutation let it run into the file) was
-    quoted whole in the "unsupported type" message."""
+    quoted whole in the "unsupported type" message (now: a type the schema does not define)."""
 
     def change(m):
         t = m.subgraphs[0].tensors[0]
-        t.name, t.type = "line one\nline two" + "x" * 500, schema.TensorType.COMPLEX64
+        t.name, t.type = "line one\nline two" + "x" * 500, max(_TENSOR_TYPES) + 1
 
     message = _error(_packed(seeds["fc_only"], change))
     assert "line one?line two" in message and len(message) < 300

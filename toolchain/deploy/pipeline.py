@@ -79,10 +79,15 @@ def random_inputs(graph, count: int, seed: int) -> np.ndarray:
     """Seeded inputs spanning the input type's range (for models that come without data)."""
     t = graph.tensors[graph.inputs[0]]
     rng = np.random.default_rng(seed)
+    try:
+        dtype = np.dtype(t.dtype)
+    except TypeError:  # a schema type numpy has no array type for (bfloat16, int4, string, ...)
+        raise InputError(f"{graph.name}: random inputs cannot be made for input type {t.dtype}; pass inputs "
+                         "or deploy a model with a numeric input") from None
     if t.dtype in ("int8", "int16", "uint8"):
         info = np.iinfo(t.dtype)
         return rng.integers(info.min, info.max + 1, size=(count, *t.shape), dtype=t.dtype)
-    return rng.standard_normal(size=(count, *t.shape)).astype(t.dtype)
+    return rng.standard_normal(size=(count, *t.shape)).astype(dtype)
 
 
 #: Every file a deploy of a .tflite writes into its folder (firmware, model, report).

@@ -15,17 +15,41 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-# Bytes per element of the TFLite tensor types the memory model supports.
+# Bytes per element of every tensor type in the LiteRT schema (``TensorType``), as TFLM sizes it
+# when it plans the arena: tflite-micro ``memory_helpers.cc`` (``TfLiteTypeSizeOf``). INT4 is one
+# byte per element there (unpacked in the arena), RESOURCE an int32 handle.
 DTYPE_BYTES: dict[str, int] = {
     "int8": 1,
     "uint8": 1,
     "bool": 1,
+    "int4": 1,
     "int16": 2,
+    "uint16": 2,
     "float16": 2,
+    "bfloat16": 2,
     "int32": 4,
+    "uint32": 4,
     "float32": 4,
+    "resource": 4,
     "int64": 8,
+    "uint64": 8,
+    "float64": 8,
+    "complex64": 8,
+    "complex128": 16,
+    # Types TFLM reads (flatbuffer_conversions.cc ConvertTensorType) but cannot size:
+    # TfLiteTypeSizeOf fails for them, so AllocateTensors fails on any model that has one
+    # (coverage.tflm_refusals says so). The figures are the element's storage, or 1 where it has
+    # none (a string's bytes are its data; a variant is a runtime object).
+    "string": 1,
+    "variant": 1,
+    "int2": 1,
+    "uint4": 1,
+    "float8_e4m3fn": 1,
+    "float8_e5m2": 1,
 }
+
+#: The tensor types TFLM cannot size (``TfLiteTypeSizeOf`` has no case for them).
+TFLM_UNSIZED_DTYPES = frozenset({"string", "variant", "int2", "uint4", "float8_e4m3fn", "float8_e5m2"})
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from toolchain.ir.graph import Graph
+from toolchain.ir.graph import TFLM_UNSIZED_DTYPES, Graph
 from toolchain.memory.persistent import HOST_KERNELS
 
 #: The TFLM source the op lists below were read from (tflite-micro, micro_mutable_op_resolver.h).
@@ -204,11 +204,23 @@ def _cmsis_fully_connected(graph: Graph, op) -> str | None:
 _LIBRARY_CHECKS = {"cmsis-nn": {"FULLY_CONNECTED": _cmsis_fully_connected}}
 
 
+def _printable(name: str, limit: int = 60) -> str:
+    name = "".join(c if c.isprintable() else "?" for c in name)
+    return name if len(name) <= limit else name[: limit - 3] + "..."
+
+
 def tflm_refusals(graph: Graph, kernel_library: str | None = None) -> list[str]:
     """``"<op #i KIND>: <reason>"`` for every op whose TFLM kernel would fail ``Prepare`` on this
-    model: whatever the build (checks that depend on the model only), or with ``kernel_library``
-    only the checks that build adds."""
+    model, and ``"tensor k 'NAME': <reason>"`` for every tensor TFLM cannot allocate: whatever the
+    build (checks that depend on the model only), or with ``kernel_library`` only the checks that
+    build adds."""
     out = []
+    if kernel_library is None:
+        # TFLM sizes every tensor, constant or not, when it plans the arena
+        # (micro_allocation_info.cc, via memory_helpers.cc TfLiteTypeSizeOf), and fails on a type
+        # it has no size for.
+        out += [f"tensor {k} '{_printable(t.name)}': type {t.dtype.upper()} has no size in TFLM (TfLiteTypeSizeOf), "
+                "so AllocateTensors fails" for k, t in enumerate(graph.tensors) if t.dtype in TFLM_UNSIZED_DTYPES]
     checks = _PREPARE_CHECKS if kernel_library is None else _LIBRARY_CHECKS.get(kernel_library, {})
     for i, op in enumerate(graph.ops):
         check = checks.get(op.kind)

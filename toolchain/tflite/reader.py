@@ -20,17 +20,9 @@ from toolchain.ir.graph import Graph, Op, Tensor
 
 OFFLINE_PLAN_METADATA = "OfflineMemoryAllocation"
 
-_DTYPES = {
-    schema.TensorType.FLOAT32: "float32",
-    schema.TensorType.FLOAT16: "float16",
-    schema.TensorType.INT32: "int32",
-    schema.TensorType.UINT8: "uint8",
-    schema.TensorType.INT64: "int64",
-    schema.TensorType.BOOL: "bool",
-    schema.TensorType.INT16: "int16",
-    schema.TensorType.INT8: "int8",
-}
-_TYPE_NAMES = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+# Every TensorType of the schema, by the name the IR uses (its lower-case schema name); the
+# element sizes are in toolchain.ir.graph.DTYPE_BYTES.
+_DTYPES = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
 _OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 
 
@@ -118,9 +110,9 @@ def _parse(data: bytes, where: str) -> Graph:
         t = sg.Tensors(i)
         name = _name(t.Name()) or f"tensor_{i}"
         ttype = t.Type()
-        if ttype not in _DTYPES:
+        if ttype not in _DTYPES:  # a value the schema has no name for: a newer schema, or a corrupt file
             raise UnsupportedModelError(
-                f"{where}: tensor {i} '{_shown(name)}' has type {_TYPE_NAMES.get(ttype, ttype)}; supported: {', '.join(sorted(set(_DTYPES.values())))}"
+                f"{where}: tensor {i} '{_shown(name)}' has tensor type {ttype}, which the LiteRT schema does not define"
             )
         shape = tuple(int(d) for d in t.ShapeAsNumpy()) if bounds.count(t.ShapeLength(), "shape") else ()
         # TFLM plans with `shape` (a Keras batch of -1 in shape_signature is stored as 1 here).

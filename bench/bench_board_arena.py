@@ -1,7 +1,8 @@
 """Predicted vs measured arena on the builds boards run: TFLM for Cortex-M in QEMU.
 
     python bench/bench_board_arena.py [--cores cortex-m7,cortex-m4] [--kernels reference,cmsis-nn]
-                                      [--models corpus,calibration,deploy] [--json FILE]
+                                      [--models corpus,calibration,deploy] [--only NAME[,NAME...]]
+                                      [--json FILE]
 
 For every model of the test corpus (tests/corpus.py), the tail calibration models
 (bench/calibrate_tail.py) and the bundled deploy's model (build/deploy/model.tflite, when it is
@@ -30,17 +31,21 @@ from toolchain.runtime import cortexm  # noqa: E402
 from toolchain.tflite.reader import read_model  # noqa: E402
 
 
-def models(kinds: set[str]) -> dict[str, Path]:
+def models(kinds: set[str], only: set[str] | None = None) -> dict[str, Path]:
+    """``kind/name`` -> model path; with ``only``, just the models named there (by name, without
+    the kind), and only those are built."""
     out: dict[str, Path] = {}
     if "corpus" in kinds:
         import corpus
 
-        out.update({f"corpus/{k}": v for k, v in corpus.build_all(corpus.cache_dir()).items()})
+        names = corpus.CORPUS if only is None else [k for k in corpus.CORPUS if k in only]
+        out.update({f"corpus/{k}": corpus.build_model(k, corpus.cache_dir()) for k in names})
     if "calibration" in kinds:
         import calibrate_tail
 
         cache = calibrate_tail.cache_dir()
-        out.update({f"calibration/{k}": calibrate_tail.build(k, cache) for k in calibrate_tail.MODELS})
+        out.update({f"calibration/{k}": calibrate_tail.build(k, cache) for k in calibrate_tail.MODELS
+                    if only is None or k in only})
     if "deploy" in kinds and (REPO / "build" / "deploy" / "model.tflite").is_file():
         out["deploy/nucleo-f746zg"] = REPO / "build" / "deploy" / "model.tflite"
     return out
@@ -51,10 +56,15 @@ def main(argv=None) -> int:
     ap.add_argument("--cores", default="cortex-m7")
     ap.add_argument("--kernels", default="reference,cmsis-nn")
     ap.add_argument("--models", default="corpus,calibration,deploy")
+    ap.add_argument("--only", metavar="NAMES", help="comma-separated model names (default: every model of --models)")
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args(argv)
     rows, bad = [], 0
-    found = models(set(args.models.split(",")))
+    only = {n.strip() for n in args.only.split(",") if n.strip()} if args.only else None
+    found = models(set(args.models.split(",")), only)
+    if only and not found:
+        print(f"error: no model named {', '.join(sorted(only))} in --models {args.models}", file=sys.stderr)
+        return 2
     for core_name in args.cores.split(","):
         core = cortexm.EMULATED[core_name]
         for lib in args.kernels.split(","):

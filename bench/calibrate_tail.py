@@ -353,6 +353,24 @@ def relu6_8():
     return _keras_one_layer(_layers().ReLU(6.0), (8, 8, 8))
 
 
+@calibration_model()
+def tconv_8():
+    """TRANSPOSE_CONV, stride 2, 8 input channels (CMSIS-NN: the column-buffer path)."""
+    return _keras_one_layer(_layers().Conv2DTranspose(8, 3, strides=2, padding="same"), (4, 4, 8))
+
+
+@calibration_model()
+def tconv_32():
+    """TRANSPOSE_CONV with 32 input channels (CMSIS-NN: the reverse-convolution path, more than 16)."""
+    return _keras_one_layer(_layers().Conv2DTranspose(16, 3, strides=2, padding="same"), (4, 4, 32))
+
+
+@calibration_model()
+def tconv_s3():
+    """TRANSPOSE_CONV, stride 3, no bias (CMSIS-NN: the column buffer again; three inputs)."""
+    return _keras_one_layer(_layers().Conv2DTranspose(8, 2, strides=3, padding="valid", use_bias=False), (3, 3, 24))
+
+
 # ---- one or two ops: tf.function ---------------------------------------------------------------
 
 IMAGE_8 = (1, 8, 8, 8)
@@ -476,6 +494,25 @@ def avgpool_global():
 def fc_softmax():
     tf = _tf()
     return Traced(lambda x: tf.nn.softmax(_dense_with_bias(x)), [(1, 16)])
+
+
+def _two_transpose_convs(x):
+    tf = _tf()
+    k1, k2 = _constant((3, 3, 8, 8), 1), _constant((3, 3, 4, 8), 2)  # (h, w, out, in)
+    x = tf.nn.conv2d_transpose(x, k1, [1, 8, 8, 8], 2, "SAME")
+    return tf.nn.conv2d_transpose(x, k2, [1, 16, 16, 4], 2, "SAME")
+
+
+@calibration_model()
+def tconv2():
+    """Two TRANSPOSE_CONVs with a fixed output shape (a constant operand, no SHAPE ops)."""
+    return Traced(_two_transpose_convs, [(1, 4, 4, 8)])
+
+
+@calibration_model(FLOAT32)
+def tconv2_f():
+    """The same in float: the per-channel arrays are allocated all the same, no scratch."""
+    return Traced(_two_transpose_convs, [(1, 4, 4, 8)])
 
 
 # ---- the same op three times in a row: padding between consecutive allocations shows -------------

@@ -49,7 +49,7 @@ CASES = 10_000
 # Op kinds a mutation may give an op: every kind the memory model treats specially (scratch or
 # tail figures) and two it has no figures for.
 KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MEAN", "AVERAGE_POOL_2D", "MAX_POOL_2D", "SOFTMAX",
-         "ADD", "MUL", "CONCATENATION", "RESHAPE", "HARD_SWISH", "QUANTIZE", "GATHER", "CUSTOM")
+         "ADD", "MUL", "CONCATENATION", "RESHAPE", "HARD_SWISH", "QUANTIZE", "TRANSPOSE_CONV", "GATHER", "CUSTOM")
 _BUILTIN = {k: getattr(schema.BuiltinOperator, k) for k in KINDS}
 _TENSOR_TYPES = sorted(v for k, v in vars(schema.TensorType).items() if not k.startswith("_"))
 INT32_MIN, INT32_MAX, UINT32_MAX = -(1 << 31), (1 << 31) - 1, (1 << 32) - 1
@@ -269,14 +269,17 @@ def _mut_options(rng, m, log):
         log.set(op, "builtinOptionsType", schema.BuiltinOptions.NONE, f"op {i} no options")
         log.set(op, "builtinOptions", None, "")
         return
-    if r < 0.6:
+    values = (0, 1, 2, -1, INT32_MAX, INT32_MIN)
+    if r < 0.5:
         opts, kind = schema.Conv2DOptionsT(), schema.BuiltinOptions.Conv2DOptions
-    else:
+    elif r < 0.8:
         opts, kind = schema.DepthwiseConv2DOptionsT(), schema.BuiltinOptions.DepthwiseConv2DOptions
         opts.depthMultiplier = rng.choice((0, 1, 2, -1, INT32_MAX))
-    values = (0, 1, 2, -1, INT32_MAX, INT32_MIN)
+    else:
+        opts, kind = schema.TransposeConvOptionsT(), schema.BuiltinOptions.TransposeConvOptions
     opts.strideH, opts.strideW = rng.choice(values), rng.choice(values)
-    opts.dilationHFactor, opts.dilationWFactor = rng.choice(values), rng.choice(values)
+    if kind != schema.BuiltinOptions.TransposeConvOptions:
+        opts.dilationHFactor, opts.dilationWFactor = rng.choice(values), rng.choice(values)
     opts.padding = rng.choice((0, 1, 2, 127))
     log.set(op, "builtinOptionsType", kind, f"op {i} options {vars(opts)}")
     log.set(op, "builtinOptions", opts, "")
@@ -467,7 +470,7 @@ OPERAND_CASES = {
     "output -1": ((0, 1, 2), (-1,)),
     "nothing": ((), ()),
 }
-GUARDED_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MEAN", "AVERAGE_POOL_2D", "SOFTMAX")
+GUARDED_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MEAN", "AVERAGE_POOL_2D", "SOFTMAX", "TRANSPOSE_CONV")
 
 
 @pytest.mark.parametrize("case", OPERAND_CASES)
@@ -584,3 +587,19 @@ def test_negative_offline_offsets_are_a_malformed_plan(seeds):
     assert OFFLINE_PLAN_METADATA in message and "offset -16" in message
     # An overlapping plan is a bad plan but a model TFLM runs: it is predicted as it is.
     assert outcome(plan([0] * n)) == "prediction"
+
+
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2), (3, 1), (0, 0), (-1, INT32_MIN), (INT32_MAX, 2)])
+@pytest.mark.parametrize("shape", [(), (0,), (1, 0, 8, 4), (5,), (1, 8, 8, 32)])
+def test_transpose_conv_with_odd_strides_and_shapes_is_priced_not_crashed(stride, shape):
+    """TRANSPOSE_CONV's operands are (output shape, filter, input, bias): its scratch (reference
+    and CMSIS-NN, which reads the strides) is priced for any input shape and any stride a file
+    can hold, never negative."""
+    from toolchain.memory.scratch import scratch_requests
+
+    for dtype in ("int8", "int16", "float32"):
+        graph = _graph([("TRANSPOSE_CONV", (4, 1, 0, 2), (3,))], shapes={0: shape}, dtype=dtype)
+        graph.ops[0].attrs.update(stride=stride, padding="SAME")
+        check_predictions(graph)
+        for library in LIBRARIES:
+            assert all(r.size_bytes >= 0 for r in scratch_requests(graph, library))

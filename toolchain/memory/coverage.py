@@ -83,6 +83,7 @@ PROOF: dict[str, tuple[str, str]] = {
     "PACK": (_CALIBRATION, "reshape_8"),
     "SUB": (_CALIBRATION, "sub"),
     "STRIDED_SLICE": (_CALIBRATION, "strided_slice"),
+    "TRANSPOSE_CONV": (_CALIBRATION, "tconv2"),
     "QUANTIZE": (_CALIBRATION, "q_float_io"),
     "DEQUANTIZE": (_CALIBRATION, "q_float_io"),
 }

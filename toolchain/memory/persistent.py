@@ -89,6 +89,11 @@ HOST_KERNELS: dict[str, KernelTail] = {
     "PACK": _k(8, 4, 0),
     "SUB": _k(8, 4, 52),
     "STRIDED_SLICE": _k(24, 4, 84),
+    # TfLiteTransposeConvParams (padding, two strides, activation, quantized bias type: 20 B);
+    # kernels/transpose_conv.cc: Init allocates its OpData (ConvParams, scratch indices and the two
+    # per-channel pointers: 88 B measured), Prepare the multiplier and shift arrays, one int32 per
+    # filter output channel (dims[0], the output's depth), whatever the input type, float too.
+    "TRANSPOSE_CONV": _k(20, 4, 88, per_channel=True),
     # QUANTIZE + DEQUANTIZE measured together (64 bytes); the split is assumed even.
     "QUANTIZE": _k(0, 1, 32),
     "DEQUANTIZE": _k(0, 1, 32),
@@ -144,6 +149,10 @@ MCU32_REFERENCE_KERNELS: dict[str, KernelTail] = _with(
     ADD=_k(2, 1, 60),
     SUB=_k(2, 1, 52),
     MUL=_k(1, 1, 36),
+    # TfLiteTransposeConvParams with one-byte enums: 16 B. The OpData (kernels/transpose_conv.cc):
+    # ConvParams (56 B), two scratch indices and the two per-channel pointers = 72 B; the host
+    # package's 88 B also hold the two decompression scratch indices (USE_TFLM_COMPRESSION).
+    TRANSPOSE_CONV=_k(16, 4, 72, per_channel=True),
 )
 
 # The 32-bit build with CMSIS-NN kernels (OPTIMIZED_KERNEL_DIR=cmsis_nn on a DSP core, measured
@@ -159,6 +168,9 @@ MCU32_CMSIS_NN_KERNELS: dict[str, KernelTail] = _with(
     SOFTMAX=KernelTail(((4, 4),), 64, int16_prepare=(1026, 1026)),
     AVERAGE_POOL_2D=_k(40, 4, 36),
     MAX_POOL_2D=_k(40, 4, 36),
+    # kernels/cmsis_nn/transpose_conv.cc's OpData: ConvParams, three scratch indices (CMSIS-NN asks
+    # for a second, reversed-filter buffer) and the per-channel pointers = 76 B.
+    TRANSPOSE_CONV=_k(16, 4, 76, per_channel=True),
 )
 
 #: The builds whose tail figures are measured: (pointer bytes, kernel library) -> table.

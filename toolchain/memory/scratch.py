@@ -5,15 +5,18 @@ for that op only and is planned with the tensors. What is asked depends on the k
 the board's firmware links, named by the board file's ``kernel_library``:
 
 - ``reference``: TFLM's portable kernels, which the ``tflite-micro`` host build runs. Of the ops
-  moofa models, only ``MEAN`` asks: (int8/int16 only) an int32 accumulator per output element,
+  moofa models, ``MEAN`` asks (int8/int16 only) an int32 accumulator per output element,
   then one int per input dimension and one per reduced axis (tflite-micro
-  ``kernels/reduce_common.cc``; the three requests were confirmed by the measured arena).
+  ``kernels/reduce_common.cc``; the three requests were confirmed by the measured arena), and
+  ``TRANSPOSE_CONV`` an int32 accumulator per output element for int8 inputs
+  (``kernels/transpose_conv.cc``; measured on the host and the 32-bit build).
 - ``cmsis-nn``: Arm's CMSIS-NN kernels for Cortex-M with the DSP extension (not MVE):
   ``arm_convolve_s8_get_buffer_size`` = 2 x (kernel_h x kernel_w x in_channels) int16 im2col
   columns, none for 1x1 stride-1 unpadded convolutions (``arm_convolve_1x1_s8_fast``);
   ``arm_depthwise_conv_s8_opt_get_buffer_size`` = in_channels x kernel_h x kernel_w int16 for
   depth multiplier 1, except 3x3 kernels with padding <= 1 (``arm_depthwise_conv_3x3_s8``, none);
-  ``arm_avgpool_s8_get_buffer_size`` = in_channels int32; fully connected none on DSP cores.
+  ``arm_avgpool_s8_get_buffer_size`` = in_channels int32; fully connected none on DSP cores;
+  transpose convolution two requests (:func:`_cmsis_transpose_conv_requests`, measured).
   (CMSIS-NN ``Source/*/arm_*_get_buffer_size*.c``; TFLM ``kernels/cmsis_nn/*.cc`` requests them.)
 - ``esp-nn``: Espressif's ESP32-S3 kernels. ``esp_nn_get_conv_scratch_size_esp32s3`` =
   2 x (filter + input + 8 x in_channels) + 32 bytes for convolutions that are not 1x1;
@@ -60,6 +63,25 @@ def _mean_requests(graph: Graph, i: int) -> list[ScratchRequest]:
     return requests
 
 
+def _transpose_conv_requests(graph: Graph, i: int) -> list[ScratchRequest]:
+    """The reference TRANSPOSE_CONV (kernels/transpose_conv.cc, Prepare): an int32 accumulator per
+    output element for int8 inputs, an int64 one for int16 inputs, and for int16 inputs with an
+    int16 bias one int64 per bias element (CalculateOpData converts the bias). Its operands are
+    (output shape, filter, input, bias)."""
+    op = graph.ops[i]
+    src, out, bias = _operand(graph, op.inputs, 2), _operand(graph, op.outputs, 0), _operand(graph, op.inputs, 3)
+    if src is None or out is None:
+        return []
+    if src.dtype == "int8":
+        return [ScratchRequest(i, 4 * out.element_count, "TRANSPOSE_CONV int32 accumulators")]
+    if src.dtype == "int16":
+        requests = [ScratchRequest(i, 8 * out.element_count, "TRANSPOSE_CONV int64 accumulators")]
+        if bias is not None and bias.dtype == "int16":
+            requests.append(ScratchRequest(i, 8 * bias.element_count, "TRANSPOSE_CONV int64 bias"))
+        return requests
+    return []
+
+
 def _conv_geometry(graph: Graph, i: int):
     """(op, input, weights, kernel h, kernel w, input h, input w, input channels), or None when
     the op has no input or no weights."""
@@ -77,10 +99,42 @@ def _int8_input(graph: Graph, i: int) -> bool:
     return src is not None and src.dtype == "int8"
 
 
+def _cmsis_transpose_conv_requests(graph: Graph, i: int) -> list[ScratchRequest]:
+    """CMSIS-NN's TRANSPOSE_CONV (TFLM kernels/cmsis_nn/transpose_conv.cc, Prepare). int8 asks
+    twice: ``arm_transpose_conv_s8_get_buffer_size``, then
+    ``arm_transpose_conv_s8_get_reverse_conv_buffer_size`` (CMSIS-NN
+    ``arm_transpose_conv_get_buffer_sizes_s8.c``, DSP build). With both strides <= 2 and more than 16
+    input channels (``REVERSE_TCOL_EFFICIENT_THRESHOLD``) it runs as a convolution over the
+    stride-dilated input: an im2col of 2 x (kh x kw x Cin rounded up to 4) int16
+    (``arm_convolve_s8_get_buffer_size``), and Cout x kh x kw x Cin bytes for the reversed filter.
+    Otherwise an int32 column buffer of ((in_w - 1) x stride_w + max(kw, stride_h)) x Cout x
+    max(kh, stride_h) (CMSIS-NN uses stride_h in both maxima), and a reverse buffer of 0 bytes,
+    still a request. int16 inputs ask what the reference kernel asks."""
+    op = graph.ops[i]
+    src, weights, out = _operand(graph, op.inputs, 2), _operand(graph, op.inputs, 1), _operand(graph, op.outputs, 0)
+    if src is None or out is None or src.dtype != "int8":
+        return _transpose_conv_requests(graph, i)
+    if weights is None or len(weights.shape) != 4 or len(src.shape) != 4:
+        return []
+    c_out, kh, kw, _ = weights.shape
+    _, _, in_w, c_in = src.shape
+    sh, sw = (max(1, int(x)) for x in op.attrs.get("stride", (1, 1)))  # a corrupt stride: priced as 1
+    if sh <= 2 and sw <= 2 and c_in > 16:
+        cols = kh * kw * c_in
+        cols += -cols % 4
+        return [ScratchRequest(i, 2 * cols * 2, "CMSIS-NN transpose conv im2col"),
+                ScratchRequest(i, c_in * kw * kh * c_out, "CMSIS-NN transpose conv reversed filter")]
+    columns = max(0, ((in_w - 1) * sw + max(kw, sh)) * c_out * max(kh, sh) * 4)
+    return [ScratchRequest(i, columns, "CMSIS-NN transpose conv columns"),
+            ScratchRequest(i, 0, "CMSIS-NN transpose conv reversed filter (none)")]
+
+
 def _cmsis_requests(graph: Graph, i: int) -> list[ScratchRequest]:
     op = graph.ops[i]
     if op.kind == "MEAN":
         return _mean_requests(graph, i)
+    if op.kind == "TRANSPOSE_CONV":
+        return _cmsis_transpose_conv_requests(graph, i)
     if not _int8_input(graph, i):
         return []
     if op.kind == "CONV_2D":
@@ -135,7 +189,12 @@ class KernelLibrary:
 
 
 def _reference_requests(graph: Graph, i: int) -> list[ScratchRequest]:
-    return _mean_requests(graph, i) if graph.ops[i].kind == "MEAN" else []
+    kind = graph.ops[i].kind
+    if kind == "MEAN":
+        return _mean_requests(graph, i)
+    if kind == "TRANSPOSE_CONV":
+        return _transpose_conv_requests(graph, i)
+    return []
 
 
 #: The kernel libraries moofa models: the one list boards, the CLI and the planner take names from.

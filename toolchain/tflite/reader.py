@@ -177,8 +177,14 @@ _PADDING = {schema.Padding.SAME: "SAME", schema.Padding.VALID: "VALID"}
 
 
 def _conv_attrs(o) -> dict:
-    """Stride, padding and dilation of a convolution (what kernel scratch sizes depend on)."""
+    """Stride, padding and dilation of a convolution or transpose convolution (what kernel
+    scratch sizes depend on)."""
     kind = o.BuiltinOptionsType()
+    if kind == schema.BuiltinOptions.TransposeConvOptions:  # no dilation: TFLM takes it as 1
+        opts = schema.TransposeConvOptions()
+        table = o.BuiltinOptions()
+        opts.Init(table.Bytes, table.Pos)
+        return {"stride": (opts.StrideH(), opts.StrideW()), "padding": _PADDING.get(opts.Padding(), "SAME")}
     if kind == schema.BuiltinOptions.Conv2DOptions:
         opts = schema.Conv2DOptions()
         multiplier = 1

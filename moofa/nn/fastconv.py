@@ -123,3 +123,11 @@ def conv2d_same(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     if depthwise and bias is None and kernel > STRIP and x.device.type == "cpu" and torch.is_grad_enabled():
         return _DepthwiseConv.apply(x, weight, stride, padding)
     return F.conv2d(x, weight, bias, stride=stride, padding=padding, groups=groups)
+
+
+class SameConv2d(torch.nn.Conv2d):
+    """``nn.Conv2d`` (same parameters, same state-dict keys, hooks fire as on any ``Conv2d``) whose
+    forward pads as TensorFlow's SAME does, through :func:`conv2d_same`. Built with ``padding=0``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return conv2d_same(x, self.weight, self.bias, self.stride[0], self.groups)

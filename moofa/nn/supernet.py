@@ -38,7 +38,7 @@ from moofa.arch.blocks import (
     subnet_spec,
 )
 from moofa.arch.layouts import Layout
-from moofa.nn.fastconv import conv2d_same
+from moofa.nn.fastconv import SameConv2d, conv2d_same
 from moofa.arch.space import SearchSpace, SubnetConfig
 
 BN_MOMENTUM, BN_EPS = 0.1, 1e-5  # OFA's bn_param
@@ -61,7 +61,7 @@ class Conv(nn.Module):
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, bias: bool = False, bn: bool = True, fused: str | None = None, shift: float = 0.0):
         super().__init__()
         self.kernel, self.stride, self.fused, self.shift = kernel, stride, fused, shift
-        self.conv = nn.Conv2d(cin, cout, kernel, stride, padding=0, groups=groups, bias=bias)
+        self.conv = SameConv2d(cin, cout, kernel, stride, padding=0, groups=groups, bias=bias)
         self.bn = nn.BatchNorm2d(cout, eps=BN_EPS, momentum=BN_MOMENTUM) if bn else None
 
     @property
@@ -69,7 +69,7 @@ class Conv(nn.Module):
         return self.conv.groups > 1
 
     def forward(self, x):
-        x = conv2d_same(x, self.conv.weight, self.conv.bias, self.stride, self.conv.groups)
+        x = self.conv(x)
         if self.bn is not None:
             x = self.bn(x)
         if self.shift:

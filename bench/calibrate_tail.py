@@ -515,6 +515,38 @@ def tconv2_f():
     return Traced(_two_transpose_convs, [(1, 4, 4, 8)])
 
 
+@calibration_model()
+def bmm():
+    """BATCH_MATMUL of two activations (adj_y false: the kernel keeps a transposed copy of the rhs)."""
+    tf = _tf()
+    return Traced(lambda x, y: tf.matmul(x, y), [(1, 4, 8), (1, 8, 6)])
+
+
+@calibration_model()
+def bmm_adj():
+    """BATCH_MATMUL with adj_x and adj_y: a transposed copy of the lhs, none of the rhs."""
+    tf = _tf()
+    return Traced(lambda x, y: tf.matmul(x, y, transpose_a=True, transpose_b=True), [(1, 8, 4), (1, 6, 8)])
+
+
+@calibration_model(FLOAT32)
+def bmm_f():
+    """Float BATCH_MATMUL, rank 4, batch 2: no quantization data; the rhs copy in float32."""
+    tf = _tf()
+    return Traced(lambda x, y: tf.matmul(x, y), [(1, 2, 4, 8), (1, 2, 8, 6)])
+
+
+@calibration_model()
+def bmm2():
+    """Two BATCH_MATMULs in a row (adj_x on the second), rank 4."""
+    tf = _tf()
+
+    def two(x, y, z):
+        return tf.matmul(tf.matmul(x, y), z, transpose_a=True)
+
+    return Traced(two, [(1, 2, 4, 8), (1, 2, 8, 6), (1, 2, 4, 5)])
+
+
 # ---- the same op three times in a row: padding between consecutive allocations shows -------------
 
 def _three_dense(x):

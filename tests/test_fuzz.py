@@ -49,7 +49,7 @@ CASES = 10_000
 # Op kinds a mutation may give an op: every kind the memory model treats specially (scratch or
 # tail figures) and two it has no figures for.
 KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MEAN", "AVERAGE_POOL_2D", "MAX_POOL_2D", "SOFTMAX",
-         "ADD", "MUL", "CONCATENATION", "RESHAPE", "HARD_SWISH", "QUANTIZE", "TRANSPOSE_CONV", "GATHER", "CUSTOM")
+         "ADD", "MUL", "CONCATENATION", "RESHAPE", "HARD_SWISH", "QUANTIZE", "TRANSPOSE_CONV", "BATCH_MATMUL", "GATHER", "CUSTOM")
 _BUILTIN = {k: getattr(schema.BuiltinOperator, k) for k in KINDS}
 _TENSOR_TYPES = sorted(v for k, v in vars(schema.TensorType).items() if not k.startswith("_"))
 INT32_MIN, INT32_MAX, UINT32_MAX = -(1 << 31), (1 << 31) - 1, (1 << 32) - 1
@@ -470,7 +470,8 @@ OPERAND_CASES = {
     "output -1": ((0, 1, 2), (-1,)),
     "nothing": ((), ()),
 }
-GUARDED_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MEAN", "AVERAGE_POOL_2D", "SOFTMAX", "TRANSPOSE_CONV")
+GUARDED_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MEAN", "AVERAGE_POOL_2D", "SOFTMAX", "TRANSPOSE_CONV",
+                 "BATCH_MATMUL")
 
 
 @pytest.mark.parametrize("case", OPERAND_CASES)
@@ -603,3 +604,22 @@ def test_transpose_conv_with_odd_strides_and_shapes_is_priced_not_crashed(stride
         check_predictions(graph)
         for library in LIBRARIES:
             assert all(r.size_bytes >= 0 for r in scratch_requests(graph, library))
+
+
+def test_batch_matmul_prepare_prices_as_its_docstring_says():
+    """BATCH_MATMUL's Prepare (persistent.py _batch_matmul_prepare): quantization data for a
+    non-float lhs, a transposed copy (eval tensor, dims, data) of the lhs when adj_x and of the rhs
+    unless adj_y, the output's dims; a missing operand gives no copy and counts as quantized."""
+    from toolchain.memory.persistent import HOST_KERNELS, MCU32_CMSIS_NN_KERNELS, op_allocations
+
+    def prepare(ins, outs, kernels=HOST_KERNELS, dtype="int8", **attrs):
+        graph = _graph([("BATCH_MATMUL", ins, outs)], shapes={0: (1, 4, 8), 1: (1, 8, 6), 3: (1, 4, 6)}, dtype=dtype)
+        graph.ops[0].attrs.update(attrs)
+        return [size for size, align in op_allocations(graph, graph.ops[0], kernels)[2] if align == 16]
+
+    assert prepare((0, 1), (3,)) == [28, 24, 16, 48, 16]
+    assert prepare((0, 1), (3,), adj_x=True, adj_y=True) == [28, 24, 16, 32, 16]
+    assert prepare((0, 1), (3,), dtype="float32") == [24, 16, 192, 16]
+    assert prepare((0, 1), (3,), MCU32_CMSIS_NN_KERNELS) == [12, 16, 48, 16, 28]
+    assert prepare((), ()) == [28]
+    assert prepare((0, -1), (-1,)) == [28]

@@ -84,6 +84,7 @@ PROOF: dict[str, tuple[str, str]] = {
     "SUB": (_CALIBRATION, "sub"),
     "STRIDED_SLICE": (_CALIBRATION, "strided_slice"),
     "TRANSPOSE_CONV": (_CALIBRATION, "tconv2"),
+    "BATCH_MATMUL": (_CALIBRATION, "bmm2"),
     "QUANTIZE": (_CALIBRATION, "q_float_io"),
     "DEQUANTIZE": (_CALIBRATION, "q_float_io"),
 }

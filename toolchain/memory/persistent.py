@@ -30,9 +30,10 @@ keep pointers or enums differ (:data:`MCU32_REFERENCE_KERNELS`, :data:`MCU32_CMS
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from toolchain.ir.graph import Graph
+from toolchain.ir.graph import DTYPE_BYTES, Graph
 
 PERSISTENT_BUFFER_ALIGNMENT = 16  # MicroArenaBufferAlignment(), used by AllocatePersistentBuffer
 
@@ -53,11 +54,44 @@ class KernelTail:
     init_bytes: int
     per_channel: bool | str = False
     int16_prepare: tuple[int, ...] = ()  # extra Prepare buffers (16-aligned) for int16 inputs
+    # What else Prepare allocates, from the op's operands and attributes: (graph, op) -> the sizes
+    # of its persistent buffers (16-aligned), in TFLM's order (BATCH_MATMUL's transposed copies).
+    shaped_prepare: Callable | None = None
 
 
 def _k(builtin_bytes: int, builtin_align: int, init_bytes: int, per_channel: bool | str = False) -> KernelTail:
     builtin = ((builtin_bytes, builtin_align),) if builtin_bytes else ()
     return KernelTail(builtin, init_bytes, per_channel)
+
+
+def _int_array_bytes(rank: int) -> int:
+    return 4 + 4 * rank  # TfLiteIntArrayGetSizeInBytes: {int size; int data[]}
+
+
+def _batch_matmul_prepare(eval_tensor_bytes: int, quantization_first: bool) -> Callable:
+    """BATCH_MATMUL's Prepare allocations. The reference kernel (kernels/batch_matmul.cc,
+    InitializeTemporaries) allocates, for an int8/int16 lhs, its QuantizationOpDataBatchMatmul
+    (seven int32: 28 B), then a transposed copy of the lhs when adj_x and of the rhs unless adj_y
+    (AllocInitTransposeTensorFromTfLiteTensor): a TfLiteEvalTensor, its dims array and its data, three
+    persistent buffers; last, a writable copy of the output's dims (ReshapeOutputTensor in
+    kernels/batch_matmul_common.cc, via CreateWritableTensorDimsWithCopy). CMSIS-NN's
+    (kernels/cmsis_nn/batch_matmul.cc) allocates the same, the copies and the dims first and the
+    quantization data last, when neither operand is float. An operand a malformed model lacks is
+    priced as quantized, with no copy."""
+
+    def prepare(graph: Graph, op) -> list[int]:
+        lhs, rhs, out = _operand(graph, op.inputs, 0), _operand(graph, op.inputs, 1), _operand(graph, op.outputs, 0)
+        quantized = all(t is None or t.dtype != "float32" for t in ((lhs,) if quantization_first else (lhs, rhs)))
+        quant = [28] if quantized else []
+        copies = []
+        for t, wanted in ((lhs, op.attrs.get("adj_x", False)), (rhs, not op.attrs.get("adj_y", False))):
+            if wanted and t is not None:
+                copies += [eval_tensor_bytes, _int_array_bytes(len(t.shape)), t.nbytes]
+        if out is not None:
+            copies.append(_int_array_bytes(len(out.shape)))
+        return quant + copies if quantization_first else copies + quant
+
+    return prepare
 
 
 # Measured on tflite-micro 0.dev20261023 (host, reference kernels) by bench/calibrate_tail.py.
@@ -94,6 +128,10 @@ HOST_KERNELS: dict[str, KernelTail] = {
     # per-channel pointers: 88 B measured), Prepare the multiplier and shift arrays, one int32 per
     # filter output channel (dims[0], the output's depth), whatever the input type, float too.
     "TRANSPOSE_CONV": _k(20, 4, 88, per_channel=True),
+    # TfLiteBatchMatMulParams (adj_x, adj_y, asymmetric_quantize_inputs: 3 bools); the OpData
+    # (OpDataBatchMatmul, kernels/batch_matmul.h: three pointers and three bools = 32 B); Prepare:
+    # _batch_matmul_prepare (TfLiteEvalTensor 24 B).
+    "BATCH_MATMUL": KernelTail(((3, 1),), 32, shaped_prepare=_batch_matmul_prepare(24, quantization_first=True)),
     # QUANTIZE + DEQUANTIZE measured together (64 bytes); the split is assumed even.
     "QUANTIZE": _k(0, 1, 32),
     "DEQUANTIZE": _k(0, 1, 32),
@@ -153,6 +191,8 @@ MCU32_REFERENCE_KERNELS: dict[str, KernelTail] = _with(
     # ConvParams (56 B), two scratch indices and the two per-channel pointers = 72 B; the host
     # package's 88 B also hold the two decompression scratch indices (USE_TFLM_COMPRESSION).
     TRANSPOSE_CONV=_k(16, 4, 72, per_channel=True),
+    # OpDataBatchMatmul with 4-byte pointers: 16 B; its transposed copies hold a 12 B TfLiteEvalTensor.
+    BATCH_MATMUL=KernelTail(((3, 1),), 16, shaped_prepare=_batch_matmul_prepare(12, quantization_first=True)),
 )
 
 # The 32-bit build with CMSIS-NN kernels (OPTIMIZED_KERNEL_DIR=cmsis_nn on a DSP core, measured
@@ -171,6 +211,10 @@ MCU32_CMSIS_NN_KERNELS: dict[str, KernelTail] = _with(
     # kernels/cmsis_nn/transpose_conv.cc's OpData: ConvParams, three scratch indices (CMSIS-NN asks
     # for a second, reversed-filter buffer) and the per-channel pointers = 76 B.
     TRANSPOSE_CONV=_k(16, 4, 76, per_channel=True),
+    # kernels/cmsis_nn/batch_matmul.cc's OpData: OpDataBatchMatmul, cmsis_nn_dims and a buffer index
+    # = 36 B; quantization data after the copies; no scratch (arm_fully_connected_s8_get_buffer_size
+    # is 0 on DSP cores, and a 0-byte buffer is not requested).
+    BATCH_MATMUL=KernelTail(((3, 1),), 36, shaped_prepare=_batch_matmul_prepare(12, quantization_first=False)),
 )
 
 #: The builds whose tail figures are measured: (pointer bytes, kernel library) -> table.
@@ -242,6 +286,8 @@ def op_allocations(graph: Graph, op, kernels: dict[str, KernelTail] = HOST_KERNE
         prepare += [(4 * channels, PERSISTENT_BUFFER_ALIGNMENT)] * 2
     if k.int16_prepare and src is not None and src.dtype == "int16":
         prepare += [(n, PERSISTENT_BUFFER_ALIGNMENT) for n in k.int16_prepare]
+    if k.shaped_prepare is not None:
+        prepare += [(n, PERSISTENT_BUFFER_ALIGNMENT) for n in k.shaped_prepare(graph, op)]
     return builtin, init, prepare
 
 

@@ -178,8 +178,13 @@ _PADDING = {schema.Padding.SAME: "SAME", schema.Padding.VALID: "VALID"}
 
 def _conv_attrs(o) -> dict:
     """Stride, padding and dilation of a convolution or transpose convolution (what kernel
-    scratch sizes depend on)."""
+    scratch sizes depend on); BATCH_MATMUL's adjoint flags (what its tail depends on)."""
     kind = o.BuiltinOptionsType()
+    if kind == schema.BuiltinOptions.BatchMatMulOptions:  # what BATCH_MATMUL keeps transposed copies of
+        opts = schema.BatchMatMulOptions()
+        table = o.BuiltinOptions()
+        opts.Init(table.Bytes, table.Pos)
+        return {"adj_x": bool(opts.AdjX()), "adj_y": bool(opts.AdjY())}
     if kind == schema.BuiltinOptions.TransposeConvOptions:  # no dilation: TFLM takes it as 1
         opts = schema.TransposeConvOptions()
         table = o.BuiltinOptions()

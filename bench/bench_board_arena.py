@@ -45,7 +45,7 @@ def models(kinds: set[str], only: set[str] | None = None) -> dict[str, Path]:
 
         cache = calibrate_tail.cache_dir()
         out.update({f"calibration/{k}": calibrate_tail.build(k, cache) for k in calibrate_tail.MODELS
-                    if only is None or k in only})
+                    if (only is None or k in only) and k not in calibrate_tail.HOST_ONLY})
     if "deploy" in kinds and (REPO / "build" / "deploy" / "model.tflite").is_file():
         out["deploy/nucleo-f746zg"] = REPO / "build" / "deploy" / "model.tflite"
     return out

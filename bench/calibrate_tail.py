@@ -71,6 +71,9 @@ class Traced:
 
     fn: Callable
     input_shapes: list[tuple[int, ...]]
+    input_dtypes: tuple[str, ...] = ()  # per input, "float32" (the default) or "int32" (indices)
+    # Applied to the converted flatbuffer: for ops the converter never emits (EMBEDDING_LOOKUP).
+    rewrite: Callable[[bytes], bytes] | None = None
 
 
 @dataclass(frozen=True)
@@ -85,12 +88,22 @@ INT8_FLOAT_IO = Quantization(int8=True, int8_io=False)
 
 MODELS: dict[str, tuple[Callable[[], object], Quantization]] = {}
 
+#: Models measured on the host only (bench/bench_board_arena.py and tests/test_board_arena.py skip
+#: them): on the Cortex-M runner AllocateTensors succeeds, and firmware's arena_used_bytes() equals
+#: the prediction, but the runner's smallest-arena search then hard-faults inside TFLM: when the
+#: arena runs out inside these kernels' Prepare (BATCH_MATMUL with a constant operand, int8
+#: EMBEDDING_LOOKUP), they return without freeing their temporary tensors, and TFLM's next
+#: ResetTempAllocations fails ("All temp buffers must be freed").
+HOST_ONLY: set[str] = set()
 
-def calibration_model(quantization: Quantization = FULL_INT8):
+
+def calibration_model(quantization: Quantization = FULL_INT8, host_only: bool = False):
     """Register a builder under its function name. A builder returns a Keras model or a Traced."""
 
     def register(builder):
         MODELS[builder.__name__] = (builder, quantization)
+        if host_only:
+            HOST_ONLY.add(builder.__name__)
         return builder
 
     return register
@@ -99,19 +112,24 @@ def calibration_model(quantization: Quantization = FULL_INT8):
 def _convert(model, quantization: Quantization) -> bytes:
     tf = _tf()
     if isinstance(model, Traced):
-        specs = [tf.TensorSpec(shape, tf.float32) for shape in model.input_shapes]
+        dtypes = model.input_dtypes or ("float32",) * len(model.input_shapes)
+        specs = [tf.TensorSpec(shape, dtype) for shape, dtype in zip(model.input_shapes, dtypes)]
         concrete = tf.function(model.fn, input_signature=specs).get_concrete_function()
         converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
         shapes = dict(enumerate(model.input_shapes))
+        integer = {k for k, dtype in enumerate(dtypes) if dtype == "int32"}
     else:
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
         # Fed by name: the converted model does not keep Keras' input order.
         shapes = {x.name: (1,) + tuple(x.shape[1:]) for x in model.inputs}
+        integer = set()
     if quantization.int8:
         def representative_dataset():
             rng = np.random.default_rng(0)
             for _ in range(CALIBRATION_SAMPLES):
-                sample = {key: rng.random(shape).astype(np.float32) for key, shape in shapes.items()}
+                # Index inputs get indices 0..3 (every lookup table below has at least four rows).
+                sample = {key: rng.integers(0, 4, shape).astype(np.int32) if key in integer
+                          else rng.random(shape).astype(np.float32) for key, shape in shapes.items()}
                 yield list(sample.values()) if isinstance(model, Traced) else sample
 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -121,7 +139,8 @@ def _convert(model, quantization: Quantization) -> bytes:
             converter.inference_input_type = converter.inference_output_type = tf.int8
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _native_output_silenced():
         warnings.simplefilter("ignore")
-        return converter.convert()
+        data = converter.convert()
+    return model.rewrite(data) if isinstance(model, Traced) and model.rewrite else data
 
 
 @contextlib.contextmanager
@@ -536,6 +555,15 @@ def bmm_f():
     return Traced(lambda x, y: tf.matmul(x, y), [(1, 2, 4, 8), (1, 2, 8, 6)])
 
 
+@calibration_model(host_only=True)
+def bmm_const():
+    """BATCH_MATMUL with a constant rhs (batch 2, so the converter keeps it a BATCH_MATMUL): the
+    transposed copy is made all the same."""
+    tf = _tf()
+    w = _constant((1, 2, 8, 6), seed=3)
+    return Traced(lambda x: tf.matmul(x, w), [(1, 2, 4, 8)])
+
+
 @calibration_model()
 def bmm2():
     """Two BATCH_MATMULs in a row (adj_x on the second), rank 4."""
@@ -545,6 +573,66 @@ def bmm2():
         return tf.matmul(tf.matmul(x, y), z, transpose_a=True)
 
     return Traced(two, [(1, 2, 4, 8), (1, 2, 8, 6), (1, 2, 4, 5)])
+
+
+@calibration_model()
+def concat10():
+    """CONCATENATION of ten activations, the most TFLM's kernel takes (kMaxInputNum)."""
+    tf = _tf()
+    return Traced(lambda x: tf.concat([tf.nn.relu(x - 0.05 * k) for k in range(10)], axis=3), [(1, 4, 4, 4)])
+
+
+@calibration_model()
+def concat_inputs8():
+    """CONCATENATION of eight graph inputs: eight input TfLiteTensors and their quantization."""
+    tf = _tf()
+    return Traced(lambda *xs: tf.concat(xs, axis=3), [(1, 4, 4, 2)] * 8)
+
+
+@calibration_model()
+def multi_io():
+    """Three inputs, three outputs (a concatenation, a sum, an activation), one output feeding none."""
+    tf = _tf()
+
+    def three(a, b, c):
+        return tf.concat([a, b], axis=3), a + c, tf.nn.relu(c)
+
+    return Traced(three, [(1, 4, 4, 4), (1, 4, 4, 4), (1, 4, 4, 4)])
+
+
+def _embedding(ids):
+    tf = _tf()
+    return tf.nn.embedding_lookup(_constant((6, 2, 8), seed=4), ids)
+
+
+def _gather_as_embedding_lookup(data: bytes) -> bytes:
+    """The converter writes ``tf.nn.embedding_lookup`` as GATHER(table, ids) on axis 0; the same
+    lookup as TFLite's EMBEDDING_LOOKUP(ids, table), which takes no options."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    for code in model.operatorCodes:
+        if code.builtinCode == schema.BuiltinOperator.GATHER:
+            code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.EMBEDDING_LOOKUP
+    for op in model.subgraphs[0].operators:
+        if model.operatorCodes[op.opcodeIndex].builtinCode == schema.BuiltinOperator.EMBEDDING_LOOKUP:
+            op.inputs = [int(op.inputs[1]), int(op.inputs[0])]
+            op.builtinOptionsType, op.builtinOptions = schema.BuiltinOptions.NONE, None
+    builder = flatbuffers.Builder(len(data))
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+@calibration_model(host_only=True)
+def embed():
+    """EMBEDDING_LOOKUP in a constant int8 (6, 2, 8) table by three int32 indices."""
+    return Traced(_embedding, [(3,)], ("int32",), rewrite=_gather_as_embedding_lookup)
+
+
+@calibration_model(FLOAT32)
+def embed_f():
+    return Traced(_embedding, [(3,)], ("int32",), rewrite=_gather_as_embedding_lookup)
 
 
 # ---- the same op three times in a row: padding between consecutive allocations shows -------------

@@ -245,3 +245,49 @@ def test_every_schema_tensor_type_reads_and_custom_ops_are_named_not_fatal(corpu
     out = json.loads(r.stdout)
     assert r.returncode == 1 and out["runs_on_tflm"] is False and "STRING" in " ".join(out["tflm_refuses"])
     assert "will not run on TFLM" in moofa("verify", str(strings), "--target", "host").stdout
+
+
+def _concat_of_inputs(path: Path, n: int) -> Path:
+    """A full-int8 CONCATENATION of ``n`` graph inputs, converted by TensorFlow."""
+    from toolchain.runtime.tf import quietly, tf_quiet
+
+    tf = tf_quiet()
+    spec = [tf.TensorSpec((1, 2, 2, 2), tf.float32)] * n
+    fn = tf.function(lambda *xs: tf.concat(xs, axis=3), input_signature=spec).get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([tf.random.uniform((1, 2, 2, 2))] * n for _ in range(4))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    path.write_bytes(quietly(converter.convert))
+    return path
+
+
+def test_a_concatenation_tflm_refuses_is_reported(corpus, tmp_path):
+    """TFLM's CONCATENATION takes at most ten inputs, and int8 inputs on the output's scale."""
+    from toolchain.errors import InputError
+
+    ten, eleven = _concat_of_inputs(tmp_path / "ten.tflite", 10), _concat_of_inputs(tmp_path / "eleven.tflite", 11)
+    assert not tflm_refusals(read_model(ten))
+    measure(ten)
+    refusals = tflm_refusals(read_model(eleven))
+    assert len(refusals) == 1 and "CONCATENATION" in refusals[0] and "11 inputs" in refusals[0]
+    with pytest.raises(InputError):  # the independent truth: TFLM itself refuses it
+        measure(eleven)
+    r = moofa("verify", str(eleven), "--target", "host", "--json")
+    assert r.returncode == 1 and json.loads(r.stdout)["runs_on_tflm"] is False
+
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(ten.read_bytes(), 0))
+    sub = model.subgraphs[0]
+    first = sub.tensors[sub.operators[0].inputs[0]]
+    first.quantization.scale = [first.quantization.scale[0] * 2]
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    rescaled = tmp_path / "rescaled.tflite"
+    rescaled.write_bytes(bytes(builder.Output()))
+    assert "int8 input 0 has scale" in " ".join(tflm_refusals(read_model(rescaled)))
+    with pytest.raises(InputError):
+        measure(rescaled)

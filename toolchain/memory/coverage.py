@@ -85,6 +85,7 @@ PROOF: dict[str, tuple[str, str]] = {
     "STRIDED_SLICE": (_CALIBRATION, "strided_slice"),
     "TRANSPOSE_CONV": (_CALIBRATION, "tconv2"),
     "BATCH_MATMUL": (_CALIBRATION, "bmm2"),
+    "EMBEDDING_LOOKUP": (_CALIBRATION, "embed_f"),
     "QUANTIZE": (_CALIBRATION, "q_float_io"),
     "DEQUANTIZE": (_CALIBRATION, "q_float_io"),
 }
@@ -190,7 +191,24 @@ def _logistic(graph: Graph, op) -> str | None:
     return None
 
 
-_PREPARE_CHECKS = {"SOFTMAX": _softmax, "LOGISTIC": _logistic}
+def _concatenation(graph: Graph, op) -> str | None:
+    # tensorflow/lite/micro/kernels/concatenation.cc, ConcatenationPrepare: at most kMaxInputNum
+    # (10) inputs; int8 inputs share the output's scale and zero point, int16 ones have zero point 0.
+    if len(op.inputs) > 10:
+        return f"{len(op.inputs)} inputs; TFLM's kernel takes at most 10"
+    y = graph.tensors[op.outputs[0]]
+    for k, t in enumerate(op.inputs):
+        if not 0 <= t < len(graph.tensors):
+            continue
+        x = graph.tensors[t]
+        if x.dtype == "int8" and y.dtype == "int8" and (x.scale != y.scale or x.zero_point != y.zero_point):
+            return f"int8 input {k} has scale {x.scale!r} and zero point {x.zero_point}, the output {y.scale!r} and {y.zero_point}"
+        if x.dtype == "int16" and x.zero_point not in (0, None):
+            return f"int16 input {k} has zero point {x.zero_point}, not 0"
+    return None
+
+
+_PREPARE_CHECKS = {"SOFTMAX": _softmax, "LOGISTIC": _logistic, "CONCATENATION": _concatenation}
 
 
 def _cmsis_fully_connected(graph: Graph, op) -> str | None:

@@ -94,6 +94,18 @@ def _batch_matmul_prepare(eval_tensor_bytes: int, quantization_first: bool) -> C
     return prepare
 
 
+def _embedding_lookup_prepare(op_data_bytes: int) -> Callable:
+    """EMBEDDING_LOOKUP (kernels/embedding_lookup.cc) has no options and no Init; its Prepare makes
+    a writable copy of the output's dims (CreateWritableTensorDimsWithCopy), then allocates its
+    OpData (a float scale and a size_t column count) in CalculateOpData."""
+
+    def prepare(graph: Graph, op) -> list[int]:
+        out = _operand(graph, op.outputs, 0)
+        return ([_int_array_bytes(len(out.shape))] if out is not None else []) + [op_data_bytes]
+
+    return prepare
+
+
 # Measured on tflite-micro 0.dev20261023 (host, reference kernels) by bench/calibrate_tail.py.
 HOST_KERNELS: dict[str, KernelTail] = {
     "CONV_2D": _k(28, 4, 80, per_channel=True),
@@ -132,6 +144,7 @@ HOST_KERNELS: dict[str, KernelTail] = {
     # (OpDataBatchMatmul, kernels/batch_matmul.h: three pointers and three bools = 32 B); Prepare:
     # _batch_matmul_prepare (TfLiteEvalTensor 24 B).
     "BATCH_MATMUL": KernelTail(((3, 1),), 32, shaped_prepare=_batch_matmul_prepare(24, quantization_first=True)),
+    "EMBEDDING_LOOKUP": KernelTail((), 0, shaped_prepare=_embedding_lookup_prepare(16)),
     # QUANTIZE + DEQUANTIZE measured together (64 bytes); the split is assumed even.
     "QUANTIZE": _k(0, 1, 32),
     "DEQUANTIZE": _k(0, 1, 32),
@@ -193,6 +206,7 @@ MCU32_REFERENCE_KERNELS: dict[str, KernelTail] = _with(
     TRANSPOSE_CONV=_k(16, 4, 72, per_channel=True),
     # OpDataBatchMatmul with 4-byte pointers: 16 B; its transposed copies hold a 12 B TfLiteEvalTensor.
     BATCH_MATMUL=KernelTail(((3, 1),), 16, shaped_prepare=_batch_matmul_prepare(12, quantization_first=True)),
+    EMBEDDING_LOOKUP=KernelTail((), 0, shaped_prepare=_embedding_lookup_prepare(8)),  # {float, size_t}: 8 B
 )
 
 # The 32-bit build with CMSIS-NN kernels (OPTIMIZED_KERNEL_DIR=cmsis_nn on a DSP core, measured

@@ -93,7 +93,8 @@ MODELS: dict[str, tuple[Callable[[], object], Quantization]] = {}
 #: the prediction, but the runner's smallest-arena search then hard-faults inside TFLM: when the
 #: arena runs out inside these kernels' Prepare (BATCH_MATMUL with a constant operand, int8
 #: EMBEDDING_LOOKUP), they return without freeing their temporary tensors, and TFLM's next
-#: ResetTempAllocations fails ("All temp buffers must be freed").
+#: ResetTempAllocations fails ("All temp buffers must be freed"). Float SVDF faults too, with no
+#: message.
 HOST_ONLY: set[str] = set()
 
 
@@ -110,6 +111,8 @@ def calibration_model(quantization: Quantization = FULL_INT8, host_only: bool = 
 
 
 def _convert(model, quantization: Quantization) -> bytes:
+    if isinstance(model, bytes):  # assembled with the schema, for ops no TensorFlow op converts to
+        return model
     tf = _tf()
     if isinstance(model, Traced):
         dtypes = model.input_dtypes or ("float32",) * len(model.input_shapes)
@@ -633,6 +636,92 @@ def embed():
 @calibration_model(FLOAT32)
 def embed_f():
     return Traced(_embedding, [(3,)], ("int32",), rewrite=_gather_as_embedding_lookup)
+
+
+def _svdf_model(int8: bool, layers: int) -> bytes:
+    """``layers`` SVDF ops in a row (input 16, rank 2, 4 units, memory 4), each with its variable
+    activation-state tensor, assembled with the LiteRT schema's object API: no TensorFlow op
+    converts to SVDF (TFLite's SVDF models come from hand-written converters). int8: int8 input,
+    feature weights and output, int16 time weights and state, int32 bias on the state scale x the
+    time-weights scale (what TFLM's PrepareSvdf checks)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    rng = np.random.default_rng(5)
+    T = schema.TensorType
+    model, sub = schema.ModelT(), schema.SubGraphT()
+    model.version, model.buffers, sub.tensors, sub.operators = 3, [schema.BufferT()], [], []
+    code = schema.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.SVDF
+    code.version = 3 if int8 else 1
+    model.operatorCodes = [code]
+
+    def tensor(name, shape, ttype, scale=None, data=None, variable=False):
+        t = schema.TensorT()
+        t.name, t.shape, t.type, t.isVariable, t.buffer = name, list(shape), ttype, variable, 0
+        if data is not None:
+            buf = schema.BufferT()
+            buf.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), np.uint8)
+            model.buffers.append(buf)
+            t.buffer = len(model.buffers) - 1
+        if scale is not None:
+            q = schema.QuantizationParametersT()
+            q.scale, q.zeroPoint = [scale], [0]
+            t.quantization = q
+        sub.tensors.append(t)
+        return len(sub.tensors) - 1
+
+    def values(shape, dtype):
+        if dtype == np.float32:
+            return (rng.random(shape) - 0.5).astype(np.float32)
+        info = np.iinfo(dtype)
+        return rng.integers(info.min // 2, info.max // 2, shape).astype(dtype)
+
+    units, rank, memory, size = 4, 2, 4, 16
+    filters = units * rank
+    x = tensor("input", (1, size), T.INT8 if int8 else T.FLOAT32, 0.05 if int8 else None)
+    sub.inputs = [x]
+    for k in range(layers):
+        width = size if k == 0 else units
+        state_scale, time_scale = 0.02, 0.001
+        feature = tensor(f"feature_{k}", (filters, width), T.INT8 if int8 else T.FLOAT32, 0.01 if int8 else None,
+                         values((filters, width), np.int8 if int8 else np.float32))
+        time = tensor(f"time_{k}", (filters, memory), T.INT16 if int8 else T.FLOAT32, time_scale if int8 else None,
+                      values((filters, memory), np.int16 if int8 else np.float32))
+        bias = tensor(f"bias_{k}", (units,), T.INT32 if int8 else T.FLOAT32, state_scale * time_scale if int8 else None,
+                      values((units,), np.int32 if int8 else np.float32) // (1 << 20) if int8 else values((units,), np.float32))
+        state = tensor(f"state_{k}", (1, memory * filters), T.INT16 if int8 else T.FLOAT32, state_scale if int8 else None,
+                       variable=True)
+        y = tensor(f"output_{k}", (1, units), T.INT8 if int8 else T.FLOAT32, 0.1 if int8 else None)
+        op, options = schema.OperatorT(), schema.SVDFOptionsT()
+        options.rank, options.fusedActivationFunction = rank, schema.ActivationFunctionType.NONE
+        op.opcodeIndex, op.inputs, op.outputs = 0, [x, feature, time, bias, state], [y]
+        op.builtinOptionsType, op.builtinOptions = schema.BuiltinOptions.SVDFOptions, options
+        sub.operators.append(op)
+        x = y
+    sub.outputs = [x]
+    model.subgraphs = [sub]
+    builder = flatbuffers.Builder(4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+@calibration_model()
+def svdf():
+    """One int8 SVDF: its int16 activation state is a variable tensor, allocated in the tail."""
+    return _svdf_model(int8=True, layers=1)
+
+
+@calibration_model()
+def svdf2():
+    """Two int8 SVDFs in a row: two variable states (one persistent buffer each)."""
+    return _svdf_model(int8=True, layers=2)
+
+
+@calibration_model(FLOAT32, host_only=True)
+def svdf2_f():
+    """The same in float."""
+    return _svdf_model(int8=False, layers=2)
 
 
 # ---- the same op three times in a row: padding between consecutive allocations shows -------------

@@ -61,10 +61,7 @@ def test_each_corpus_proof_has_the_op_and_is_exact(op, corpus):
 
 @pytest.mark.slow
 def test_each_calibration_proof_has_the_op_and_is_exact():
-    spec = importlib.util.spec_from_file_location("calibrate_tail", REPO / "bench" / "calibrate_tail.py")
-    calibrate_tail = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("calibrate_tail", calibrate_tail)  # its dataclasses look themselves up there
-    spec.loader.exec_module(calibrate_tail)
+    calibrate_tail = _calibration_module()
     proofs: dict[str, set[str]] = {}
     for op, (where, name) in PROOF.items():
         if where == "bench/calibrate_tail.py":
@@ -291,3 +288,46 @@ def test_a_concatenation_tflm_refuses_is_reported(corpus, tmp_path):
     assert "int8 input 0 has scale" in " ".join(tflm_refusals(read_model(rescaled)))
     with pytest.raises(InputError):
         measure(rescaled)
+
+
+def _calibration_module():
+    spec = importlib.util.spec_from_file_location("calibrate_tail", REPO / "bench" / "calibrate_tail.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("calibrate_tail", module)  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_variable_tensors_live_in_the_tail_unless_the_offline_plan_places_them(tmp_path):
+    """An SVDF's activation state is a variable tensor: TFLM gives it a persistent buffer after the
+    scratch handles (AllocateVariables), or the offline plan's offset in the head. Each way the
+    prediction equals TFLM's."""
+    import flatbuffers
+    import numpy as np
+    from ai_edge_litert import schema_py_generated as schema
+
+    from toolchain.tflite.reader import OFFLINE_PLAN_METADATA
+
+    data = _calibration_module()._svdf_model(int8=False, layers=2)
+    plain = tmp_path / "svdf2.tflite"
+    plain.write_bytes(data)
+    graph = read_model(plain)
+    n = len(graph.tensors)
+    variables = [k for k, t in enumerate(graph.tensors) if t.is_variable]
+    assert len(variables) == 2 and all(graph.tensors[k].nbytes == 128 for k in variables)
+    for offsets in (None, {variables[0]: 0}, {variables[0]: 256, variables[1]: 0}):
+        path = plain
+        if offsets is not None:
+            model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+            buf = schema.BufferT()
+            buf.data = np.array([0, 0, n, *(offsets.get(k, -1) for k in range(n))], dtype="<i4").view(np.uint8)
+            model.buffers.append(buf)
+            meta = schema.MetadataT()
+            meta.name, meta.buffer = OFFLINE_PLAN_METADATA, len(model.buffers) - 1
+            model.metadata = [meta]
+            builder = flatbuffers.Builder(0)
+            builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+            path = tmp_path / f"svdf2_{len(offsets)}.tflite"
+            path.write_bytes(bytes(builder.Output()))
+        e, m = estimate_arena(read_model(path)), measure(path)
+        assert (e.arena_head_bytes, e.arena_tail_bytes) == (m.arena_head_bytes, m.arena_tail_bytes), offsets

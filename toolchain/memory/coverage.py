@@ -86,6 +86,7 @@ PROOF: dict[str, tuple[str, str]] = {
     "TRANSPOSE_CONV": (_CALIBRATION, "tconv2"),
     "BATCH_MATMUL": (_CALIBRATION, "bmm2"),
     "EMBEDDING_LOOKUP": (_CALIBRATION, "embed_f"),
+    "SVDF": (_CALIBRATION, "svdf2"),
     "QUANTIZE": (_CALIBRATION, "q_float_io"),
     "DEQUANTIZE": (_CALIBRATION, "q_float_io"),
 }

@@ -14,7 +14,7 @@ depends on the order. We therefore replay the allocations in the order TFLM make
 3. builtin options of every op (``PrepareNodeAndRegistrationDataFromFlatbuffer``),
 4. every kernel's ``Init`` (``OpData``, 16-byte aligned),
 5. every kernel's ``Prepare`` (per-channel multiplier and shift arrays, 16-byte aligned),
-6. scratch-buffer handles (``FinishModelAllocation``),
+6. scratch-buffer handles (``FinishModelAllocation``), then the variable tensors' data,
 7. the input pointer array, each input's ``TfLiteTensor`` + quantization, then the same for
    the outputs.
 
@@ -145,6 +145,9 @@ HOST_KERNELS: dict[str, KernelTail] = {
     # _batch_matmul_prepare (TfLiteEvalTensor 24 B).
     "BATCH_MATMUL": KernelTail(((3, 1),), 32, shaped_prepare=_batch_matmul_prepare(24, quantization_first=True)),
     "EMBEDDING_LOOKUP": KernelTail((), 0, shaped_prepare=_embedding_lookup_prepare(16)),
+    # TfLiteSVDFParams {int rank; activation enum; bool}: 12 B; OpDataSvdf (kernels/svdf.h): nine
+    # ints = 36 B. Its activation state is a variable tensor: allocation_sequence puts it in the tail.
+    "SVDF": _k(12, 4, 36),
     # QUANTIZE + DEQUANTIZE measured together (64 bytes); the split is assumed even.
     "QUANTIZE": _k(0, 1, 32),
     "DEQUANTIZE": _k(0, 1, 32),
@@ -207,6 +210,7 @@ MCU32_REFERENCE_KERNELS: dict[str, KernelTail] = _with(
     # OpDataBatchMatmul with 4-byte pointers: 16 B; its transposed copies hold a 12 B TfLiteEvalTensor.
     BATCH_MATMUL=KernelTail(((3, 1),), 16, shaped_prepare=_batch_matmul_prepare(12, quantization_first=True)),
     EMBEDDING_LOOKUP=KernelTail((), 0, shaped_prepare=_embedding_lookup_prepare(8)),  # {float, size_t}: 8 B
+    SVDF=_k(8, 4, 36),  # TfLiteSVDFParams with a one-byte enum: 8 B
 )
 
 # The 32-bit build with CMSIS-NN kernels (OPTIMIZED_KERNEL_DIR=cmsis_nn on a DSP core, measured
@@ -222,6 +226,9 @@ MCU32_CMSIS_NN_KERNELS: dict[str, KernelTail] = _with(
     SOFTMAX=KernelTail(((4, 4),), 64, int16_prepare=(1026, 1026)),
     AVERAGE_POOL_2D=_k(40, 4, 36),
     MAX_POOL_2D=_k(40, 4, 36),
+    # kernels/cmsis_nn/svdf.cc's CmsisNnOpDataSvdf: nine ints and the kernel_sums pointer = 40 B
+    # (kernel_sums itself is allocated only where arm_svdf_s8_get_buffer_size is non-zero: MVE cores).
+    SVDF=_k(8, 4, 40),
     # kernels/cmsis_nn/transpose_conv.cc's OpData: ConvParams, three scratch indices (CMSIS-NN asks
     # for a second, reversed-filter buffer) and the per-channel pointers = 76 B.
     TRANSPOSE_CONV=_k(16, 4, 76, per_channel=True),
@@ -317,6 +324,12 @@ def allocation_sequence(graph: Graph, abi: Abi, scratch_count: int, kernels: dic
     seq += [("Persistent buffer data", size, align) for _, _, prepare in per_op for size, align in prepare]
     if scratch_count:
         seq.append(("scratch handles", abi.scratch_handle_bytes * scratch_count, abi.pointer_bytes))
+    # Variable tensors (an SVDF's or LSTM's state): MicroAllocator::AllocateVariables, called from
+    # CommitStaticMemoryPlan after the scratch handles, gives each one that the offline plan does
+    # not place a persistent buffer, in tensor order (micro_allocator.cc).
+    offline = graph.offline_offsets
+    seq += [("variable tensor data", t.nbytes, PERSISTENT_BUFFER_ALIGNMENT) for k, t in enumerate(graph.tensors)
+            if t.is_variable and (offline is None or k >= len(offline) or offline[k] == -1)]
     for group in (graph.inputs, graph.outputs):
         seq.append(("Persistent buffer data", abi.pointer_bytes * len(group), PERSISTENT_BUFFER_ALIGNMENT))
         for t in group:

@@ -110,7 +110,10 @@ def arena_buffers(graph: Graph, scratch: list[ScratchRequest] | tuple = ()) -> l
     offline = graph.offline_offsets
     buffers = []
     for index, tensor in enumerate(graph.tensors):
-        if tensor.is_constant or tensor.is_variable or tensor.nbytes == 0:
+        # A variable tensor lives in the tail, unless the offline plan places it (TFLM
+        # micro_allocation_info.cc: an offline-planned variable needs allocating in the head).
+        placed_offline = offline is not None and index < len(offline) and offline[index] != ONLINE
+        if tensor.is_constant or (tensor.is_variable and not placed_offline) or tensor.nbytes == 0:
             continue
         if index not in lifetimes:
             # TFLM gives a tensor no op touches the lifetime (-1, -1); it is still placed.

@@ -9,7 +9,8 @@ the board's firmware links, named by the board file's ``kernel_library``:
   then one int per input dimension and one per reduced axis (tflite-micro
   ``kernels/reduce_common.cc``; the three requests were confirmed by the measured arena), and
   ``TRANSPOSE_CONV`` an int32 accumulator per output element for int8 inputs
-  (``kernels/transpose_conv.cc``; measured on the host and the 32-bit build).
+  (``kernels/transpose_conv.cc``), ``SVDF`` one or two int32 buffers (:func:`_svdf_requests`);
+  measured on the host and the 32-bit builds.
 - ``cmsis-nn``: Arm's CMSIS-NN kernels for Cortex-M with the DSP extension (not MVE):
   ``arm_convolve_s8_get_buffer_size`` = 2 x (kernel_h x kernel_w x in_channels) int16 im2col
   columns, none for 1x1 stride-1 unpadded convolutions (``arm_convolve_1x1_s8_fast``);
@@ -82,6 +83,22 @@ def _transpose_conv_requests(graph: Graph, i: int) -> list[ScratchRequest]:
     return []
 
 
+def _svdf_requests(graph: Graph, i: int) -> list[ScratchRequest]:
+    """SVDF (TFLM kernels/svdf_common.cc PrepareSvdf; kernels/cmsis_nn/svdf.cc asks the same, its
+    arm_svdf_s8_get_buffer_size being 0 on DSP cores): an int32 (float) per batch x filter, and for
+    int8 inputs an int32 per batch x unit too. Filters come from the feature weights (input 1), units
+    from the output."""
+    op = graph.ops[i]
+    src, feature, out = _operand(graph, op.inputs, 0), _operand(graph, op.inputs, 1), _operand(graph, op.outputs, 0)
+    if src is None or feature is None or not feature.shape:
+        return []
+    batch = src.shape[0] if src.shape else 1
+    requests = [ScratchRequest(i, 4 * batch * feature.shape[0], "SVDF per-filter state")]
+    if src.dtype == "int8" and out is not None:
+        requests.append(ScratchRequest(i, 4 * batch * _channels(out), "SVDF int32 output"))
+    return requests
+
+
 def _conv_geometry(graph: Graph, i: int):
     """(op, input, weights, kernel h, kernel w, input h, input w, input channels), or None when
     the op has no input or no weights."""
@@ -135,6 +152,8 @@ def _cmsis_requests(graph: Graph, i: int) -> list[ScratchRequest]:
         return _mean_requests(graph, i)
     if op.kind == "TRANSPOSE_CONV":
         return _cmsis_transpose_conv_requests(graph, i)
+    if op.kind == "SVDF":
+        return _svdf_requests(graph, i)
     if not _int8_input(graph, i):
         return []
     if op.kind == "CONV_2D":
@@ -194,6 +213,8 @@ def _reference_requests(graph: Graph, i: int) -> list[ScratchRequest]:
         return _mean_requests(graph, i)
     if kind == "TRANSPOSE_CONV":
         return _transpose_conv_requests(graph, i)
+    if kind == "SVDF":
+        return _svdf_requests(graph, i)
     return []
 
 

@@ -80,11 +80,13 @@ class Traced:
 class Quantization:
     int8: bool = True  # full-integer int8 ops; False: a plain float32 model
     int8_io: bool = True  # int8 input/output tensors; False: float32 I/O around QUANTIZE/DEQUANTIZE
+    int16: bool = False  # 16x8: int16 activations and I/O, int8 weights (with int8 True)
 
 
 FULL_INT8 = Quantization()
 FLOAT32 = Quantization(int8=False, int8_io=False)
 INT8_FLOAT_IO = Quantization(int8=True, int8_io=False)
+INT16X8 = Quantization(int16=True)
 
 MODELS: dict[str, tuple[Callable[[], object], Quantization]] = {}
 
@@ -138,7 +140,10 @@ def _convert(model, quantization: Quantization) -> bytes:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_dataset
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if quantization.int8_io:
+        if quantization.int16:
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+            converter.inference_input_type = converter.inference_output_type = tf.int16
+        elif quantization.int8_io:
             converter.inference_input_type = converter.inference_output_type = tf.int8
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _native_output_silenced():
         warnings.simplefilter("ignore")
@@ -529,6 +534,21 @@ def _two_transpose_convs(x):
 def tconv2():
     """Two TRANSPOSE_CONVs with a fixed output shape (a constant operand, no SHAPE ops)."""
     return Traced(_two_transpose_convs, [(1, 4, 4, 8)])
+
+
+@calibration_model(INT16X8)
+def tconv_16():
+    """TRANSPOSE_CONV quantized 16x8 with a bias (int64)."""
+    tf = _tf()
+    w, b = _constant((3, 3, 8, 8), 1), _constant((8,), 2)
+    return Traced(lambda x: tf.nn.conv2d_transpose(x, w, [1, 8, 8, 8], 2, "SAME") + b, [(1, 4, 4, 8)])
+
+
+def tconv2_16() -> bytes:
+    """Two bias-free TRANSPOSE_CONVs quantized 16x8 (int64 accumulators). Not a calibration model:
+    CMSIS-NN's kernel refuses an int16 TRANSPOSE_CONV without a bias (coverage.tflm_refusals), so
+    tests/test_board_arena.py converts it and checks both builds (reference: equal)."""
+    return _convert(Traced(_two_transpose_convs, [(1, 4, 4, 8)]), INT16X8)
 
 
 @calibration_model(FLOAT32)

@@ -152,3 +152,26 @@ def test_a_model_the_board_build_refuses_is_confirmed_not_measured(corpus):
     f746 = json.loads(r.stdout)["targets"][0]
     assert r.returncode == 1 and not f746["fits"] and f746["measured"] is None
     assert "refuses it on this board's build, as predicted" in f746["not_measured_because"]
+
+
+@pytest.mark.slow
+def test_a_bias_free_16x8_transpose_conv_runs_on_reference_and_cmsis_nn_refuses_it(tmp_path):
+    """CMSIS-NN's TRANSPOSE_CONV dereferences the bias of an int16 input without checking for one:
+    AllocateTensors fails, as tflm_refusals predicts for that build only; the reference build runs
+    it and its arena equals the prediction."""
+    import importlib.util
+
+    _source_or_skip()
+    spec = importlib.util.spec_from_file_location("calibrate_tail", REPO / "bench" / "calibrate_tail.py")
+    calibrate_tail = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("calibrate_tail", calibrate_tail)
+    spec.loader.exec_module(calibrate_tail)
+    path = tmp_path / "tconv2_16.tflite"
+    path.write_bytes(calibrate_tail.tconv2_16())
+    graph = read_model(path)
+    assert not tflm_refusals(graph) and not tflm_refusals(graph, "reference")
+    assert "bias" in tflm_refusals(graph, "cmsis-nn")[0]
+    reference = cortexm.build(cortexm.EMULATED["cortex-m7"], "reference")
+    assert cortexm.run_on_qemu(reference, path).agrees_with(estimate_arena(graph, 4, "reference"))
+    with pytest.raises(InputError, match="AllocateTensors failed"):
+        cortexm.run_on_qemu(cortexm.build(cortexm.EMULATED["cortex-m7"], "cmsis-nn"), path)

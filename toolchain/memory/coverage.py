@@ -222,7 +222,18 @@ def _cmsis_fully_connected(graph: Graph, op) -> str | None:
     return None
 
 
-_LIBRARY_CHECKS = {"cmsis-nn": {"FULLY_CONNECTED": _cmsis_fully_connected}}
+def _cmsis_transpose_conv(graph: Graph, op) -> str | None:
+    # tensorflow/lite/micro/kernels/cmsis_nn/transpose_conv.cc, CalculateOpData: the int16 branch
+    # reads the bias's type without checking that there is a bias (measured: AllocateTensors fails
+    # on the cortex-m7 CMSIS-NN build for a bias-free 16x8 model; the reference kernel runs it).
+    x = graph.tensors[op.inputs[2]] if len(op.inputs) > 2 and 0 <= op.inputs[2] < len(graph.tensors) else None
+    has_bias = len(op.inputs) > 3 and op.inputs[3] >= 0
+    if x is not None and x.dtype == "int16" and not has_bias:
+        return "CMSIS-NN's kernel needs a bias for an int16 input"
+    return None
+
+
+_LIBRARY_CHECKS = {"cmsis-nn": {"FULLY_CONNECTED": _cmsis_fully_connected, "TRANSPOSE_CONV": _cmsis_transpose_conv}}
 
 
 def _printable(name: str, limit: int = 60) -> str:

@@ -68,7 +68,8 @@ def _transpose_conv_requests(graph: Graph, i: int) -> list[ScratchRequest]:
     """The reference TRANSPOSE_CONV (kernels/transpose_conv.cc, Prepare): an int32 accumulator per
     output element for int8 inputs, an int64 one for int16 inputs, and for int16 inputs with an
     int16 bias one int64 per bias element (CalculateOpData converts the bias). Its operands are
-    (output shape, filter, input, bias)."""
+    (output shape, filter, input, bias). Measured for int8 and 16x8 inputs; not the int16-bias case
+    (TensorFlow's converter writes 16x8 biases as int64)."""
     op = graph.ops[i]
     src, out, bias = _operand(graph, op.inputs, 2), _operand(graph, op.outputs, 0), _operand(graph, op.inputs, 3)
     if src is None or out is None:

@@ -744,6 +744,82 @@ def svdf2_f():
     return _svdf_model(int8=False, layers=2)
 
 
+# ---- simple ops, two of each in a row (the padding between their allocations shows) --------------
+
+def _twice(op):
+    return lambda x: op(op(x))
+
+
+@calibration_model()
+def minimum2():
+    tf = _tf()
+    return Traced(_twice(lambda x: tf.minimum(x, 0.5)), [IMAGE_8])
+
+
+@calibration_model()
+def gather2():
+    """GATHER of rows of a constant table by int32 indices, twice (the converter's embedding lookup)."""
+    tf = _tf()
+    table = _constant((6, 2, 8), seed=4)
+    return Traced(lambda ids: tf.gather(table, ids) + tf.gather(table, ids[::-1]), [(3,)], ("int32",))
+
+
+@calibration_model()
+def leaky2():
+    tf = _tf()
+    return Traced(_twice(lambda x: tf.nn.leaky_relu(x, 0.2)), [IMAGE_8])
+
+
+@calibration_model()
+def prelu2():
+    layers = _layers()
+    tf = _tf()
+    inp = tf.keras.Input((8, 8, 8), batch_size=1, name="input_0")
+    return tf.keras.Model(inp, layers.PReLU(shared_axes=[1, 2])(layers.PReLU(shared_axes=[1, 2])(inp)))
+
+
+@calibration_model()
+def resize_nn2():
+    tf = _tf()
+    return Traced(lambda x: tf.image.resize(tf.image.resize(x, (8, 8), "nearest"), (16, 16), "nearest"), [(1, 4, 4, 8)])
+
+
+@calibration_model()
+def resize_bl2():
+    tf = _tf()
+    return Traced(lambda x: tf.image.resize(tf.image.resize(x, (8, 8), "bilinear"), (16, 16), "bilinear"), [(1, 4, 4, 8)])
+
+
+@calibration_model()
+def split2():
+    tf = _tf()
+
+    def f(x):
+        a, b = tf.split(x, 2, axis=3)
+        c, d = tf.split(a, 2, axis=3)
+        return b, c, d
+
+    return Traced(f, [IMAGE_8])
+
+
+@calibration_model()
+def slice2():
+    tf = _tf()
+    return Traced(_twice(lambda x: tf.slice(x, [0, 1, 1, 0], [1, x.shape[1] - 2, x.shape[2] - 2, 8])), [IMAGE_8])
+
+
+@calibration_model()
+def depth_to_space2():
+    tf = _tf()
+    return Traced(lambda x: tf.nn.depth_to_space(tf.nn.depth_to_space(x, 2), 2), [(1, 2, 2, 32)])
+
+
+@calibration_model()
+def space_to_depth2():
+    tf = _tf()
+    return Traced(_twice(lambda x: tf.nn.space_to_depth(x, 2)), [(1, 8, 8, 2)])
+
+
 # ---- the same op three times in a row: padding between consecutive allocations shows -------------
 
 def _three_dense(x):

@@ -106,6 +106,13 @@ def _embedding_lookup_prepare(op_data_bytes: int) -> Callable:
     return prepare
 
 
+def _output_dims_prepare(graph: Graph, op) -> list[int]:
+    """A Prepare that makes a writable copy of its output's dims and nothing else
+    (CreateWritableTensorDimsWithCopy: kernels/gather.cc, depth_to_space.cc, space_to_depth.cc)."""
+    out = _operand(graph, op.outputs, 0)
+    return [_int_array_bytes(len(out.shape))] if out is not None else []
+
+
 # Measured on tflite-micro 0.dev20261023 (host, reference kernels) by bench/calibrate_tail.py.
 HOST_KERNELS: dict[str, KernelTail] = {
     "CONV_2D": _k(28, 4, 80, per_channel=True),
@@ -148,6 +155,20 @@ HOST_KERNELS: dict[str, KernelTail] = {
     # TfLiteSVDFParams {int rank; activation enum; bool}: 12 B; OpDataSvdf (kernels/svdf.h): nine
     # ints = 36 B. Its activation state is a variable tensor: allocation_sequence puts it in the tail.
     "SVDF": _k(12, 4, 36),
+    # Ops without pointers or enums in their structs (the same on 32-bit builds): TfLiteGatherParams
+    # {axis, batch_dims}, TfLiteDepthToSpaceParams / TfLiteSpaceToDepthParams / TfLiteSplitParams
+    # {one int}, TfLiteResize*Params {two bools}, TfLiteLeakyReluParams {float alpha}
+    # (tensorflow/compiler/mlir/lite/core/c/builtin_op_data.h); SLICE and PRELU parse no options.
+    # OpData: LeakyReluOpData six int32 = 24 B (kernels/leaky_relu.h), PreluParams seven int32 = 28 B.
+    "GATHER": KernelTail(((8, 4),), 0, shaped_prepare=_output_dims_prepare),
+    "DEPTH_TO_SPACE": KernelTail(((4, 4),), 0, shaped_prepare=_output_dims_prepare),
+    "SPACE_TO_DEPTH": KernelTail(((4, 4),), 0, shaped_prepare=_output_dims_prepare),
+    "SPLIT": _k(4, 4, 0),
+    "SLICE": _k(0, 1, 0),
+    "RESIZE_NEAREST_NEIGHBOR": _k(2, 1, 0),
+    "RESIZE_BILINEAR": _k(2, 1, 0),
+    "LEAKY_RELU": _k(4, 4, 24),
+    "PRELU": _k(0, 1, 28),
     # QUANTIZE + DEQUANTIZE measured together (64 bytes); the split is assumed even.
     "QUANTIZE": _k(0, 1, 32),
     "DEQUANTIZE": _k(0, 1, 32),

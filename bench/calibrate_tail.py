@@ -751,6 +751,25 @@ def _twice(op):
 
 
 @calibration_model()
+def sum2():
+    """SUM over the spatial axes (kept), then over the channels: accumulator and index scratch."""
+    tf = _tf()
+    return Traced(lambda x: tf.reduce_sum(tf.reduce_sum(x, axis=[1, 2], keepdims=True), axis=3), [IMAGE_8])
+
+
+@calibration_model()
+def reduce_max2():
+    tf = _tf()
+    return Traced(lambda x: tf.reduce_max(tf.reduce_max(x, axis=[1, 2], keepdims=True), axis=3), [IMAGE_8])
+
+
+@calibration_model()
+def reduce_min2():
+    tf = _tf()
+    return Traced(lambda x: tf.reduce_min(tf.reduce_min(x, axis=[1, 2], keepdims=True), axis=3), [IMAGE_8])
+
+
+@calibration_model()
 def minimum2():
     tf = _tf()
     return Traced(_twice(lambda x: tf.minimum(x, 0.5)), [IMAGE_8])

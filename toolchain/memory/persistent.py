@@ -128,6 +128,11 @@ HOST_KERNELS: dict[str, KernelTail] = {
     "AVERAGE_POOL_2D": _k(40, 4, 32),
     "MAX_POOL_2D": _k(40, 4, 32),
     "MEAN": _k(1, 1, 44),
+    # The other reduce ops of kernels/reduce.cc: the same TfLiteReducerParams {bool keep_dims} and
+    # OpDataReduce (InitReduce, eleven 4-byte fields = 44 B; kernels/reduce.h).
+    "SUM": _k(1, 1, 44),
+    "REDUCE_MAX": _k(1, 1, 44),
+    "REDUCE_MIN": _k(1, 1, 44),
     "RELU": _k(0, 1, 28),
     "RELU6": _k(0, 1, 8),
     "LOGISTIC": _k(0, 1, 16),

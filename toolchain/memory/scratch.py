@@ -7,7 +7,8 @@ the board's firmware links, named by the board file's ``kernel_library``:
 - ``reference``: TFLM's portable kernels, which the ``tflite-micro`` host build runs. Of the ops
   moofa models, ``MEAN`` asks (int8/int16 only) an int32 accumulator per output element,
   then one int per input dimension and one per reduced axis (tflite-micro
-  ``kernels/reduce_common.cc``; the three requests were confirmed by the measured arena), and
+  ``kernels/reduce_common.cc``; the three requests were confirmed by the measured arena; SUM
+  asks the same, REDUCE_MAX and REDUCE_MIN the last two), and
   ``TRANSPOSE_CONV`` an int32 accumulator per output element for int8 inputs
   (``kernels/transpose_conv.cc``), ``SVDF`` one or two int32 buffers (:func:`_svdf_requests`);
   measured on the host and the 32-bit builds.
@@ -100,6 +101,25 @@ def _svdf_requests(graph: Graph, i: int) -> list[ScratchRequest]:
     return requests
 
 
+def _reduce_requests(graph: Graph, i: int) -> list[ScratchRequest]:
+    """The reduce ops every library takes from TFLM's kernels/reduce_common.cc: MEAN and SUM
+    (PrepareMeanOrSumHelper) ask what :func:`_mean_requests` says; REDUCE_MAX and REDUCE_MIN
+    (PrepareMinMaxHelper) one int per input dimension and one per axis, no accumulators."""
+    op = graph.ops[i]
+    if op.kind in ("MEAN", "SUM"):
+        return _mean_requests(graph, i)
+    src, out = _operand(graph, op.inputs, 0), _operand(graph, op.outputs, 0)
+    if src is None or out is None:
+        return []
+    axes_tensor = _operand(graph, op.inputs, 1)
+    axes = axes_tensor.element_count if axes_tensor is not None else 1
+    return [ScratchRequest(i, 4 * len(src.shape), f"{op.kind} input dims"),
+            ScratchRequest(i, 4 * axes, f"{op.kind} resolved axes")]
+
+
+_REDUCE_KINDS = frozenset({"MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN"})
+
+
 def _conv_geometry(graph: Graph, i: int):
     """(op, input, weights, kernel h, kernel w, input h, input w, input channels), or None when
     the op has no input or no weights."""
@@ -149,8 +169,8 @@ def _cmsis_transpose_conv_requests(graph: Graph, i: int) -> list[ScratchRequest]
 
 def _cmsis_requests(graph: Graph, i: int) -> list[ScratchRequest]:
     op = graph.ops[i]
-    if op.kind == "MEAN":
-        return _mean_requests(graph, i)
+    if op.kind in _REDUCE_KINDS:
+        return _reduce_requests(graph, i)
     if op.kind == "TRANSPOSE_CONV":
         return _cmsis_transpose_conv_requests(graph, i)
     if op.kind == "SVDF":
@@ -183,8 +203,8 @@ def _cmsis_requests(graph: Graph, i: int) -> list[ScratchRequest]:
 
 def _esp_requests(graph: Graph, i: int) -> list[ScratchRequest]:
     op = graph.ops[i]
-    if op.kind == "MEAN":
-        return _mean_requests(graph, i)
+    if op.kind in _REDUCE_KINDS:
+        return _reduce_requests(graph, i)
     if op.kind not in ("CONV_2D", "DEPTHWISE_CONV_2D") or not _int8_input(graph, i):
         return []
     geometry = _conv_geometry(graph, i)
@@ -210,8 +230,8 @@ class KernelLibrary:
 
 def _reference_requests(graph: Graph, i: int) -> list[ScratchRequest]:
     kind = graph.ops[i].kind
-    if kind == "MEAN":
-        return _mean_requests(graph, i)
+    if kind in _REDUCE_KINDS:
+        return _reduce_requests(graph, i)
     if kind == "TRANSPOSE_CONV":
         return _transpose_conv_requests(graph, i)
     if kind == "SVDF":

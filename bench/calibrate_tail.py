@@ -95,8 +95,8 @@ MODELS: dict[str, tuple[Callable[[], object], Quantization]] = {}
 #: the prediction, but the runner's smallest-arena search then hard-faults inside TFLM: when the
 #: arena runs out inside these kernels' Prepare (BATCH_MATMUL with a constant operand, int8
 #: EMBEDDING_LOOKUP), they return without freeing their temporary tensors, and TFLM's next
-#: ResetTempAllocations fails ("All temp buffers must be freed"). Float SVDF faults too, with no
-#: message.
+#: ResetTempAllocations fails ("All temp buffers must be freed"). Float SVDF and int8 LOG_SOFTMAX
+#: fault too, with no message.
 HOST_ONLY: set[str] = set()
 
 
@@ -767,6 +767,74 @@ def reduce_max2():
 def reduce_min2():
     tf = _tf()
     return Traced(lambda x: tf.reduce_min(tf.reduce_min(x, axis=[1, 2], keepdims=True), axis=3), [IMAGE_8])
+
+
+@calibration_model()
+def sqdiff2():
+    tf = _tf()
+    return Traced(_twice(lambda x: tf.math.squared_difference(x, 0.3)), [IMAGE_8])
+
+
+@calibration_model()
+def div():
+    return Traced(lambda x, y: x / (y + 0.5), [IMAGE_8, IMAGE_8])
+
+
+@calibration_model()
+def unpack():
+    """UNPACK along the rows: four outputs."""
+    tf = _tf()
+    return Traced(lambda x: tuple(tf.unstack(x, axis=1)), [(1, 4, 4, 8)])
+
+
+@calibration_model()
+def split_v():
+    tf = _tf()
+    return Traced(lambda x: tuple(tf.split(x, [2, 6], axis=3)), [IMAGE_8])
+
+
+@calibration_model()
+def elu2():
+    tf = _tf()
+    return Traced(_twice(tf.nn.elu), [IMAGE_8])
+
+
+@calibration_model()
+def arg_max():
+    tf = _tf()
+    return Traced(lambda x: tf.argmax(x, axis=3, output_type=tf.int32), [IMAGE_8])
+
+
+@calibration_model()
+def arg_min():
+    tf = _tf()
+    return Traced(lambda x: tf.argmin(x, axis=3, output_type=tf.int32), [IMAGE_8])
+
+
+@calibration_model()
+def l2norm():
+    tf = _tf()
+    return Traced(lambda x: tf.math.l2_normalize(x, axis=3), [IMAGE_8])
+
+
+@calibration_model(host_only=True)
+def log_softmax():
+    tf = _tf()
+    return Traced(tf.nn.log_softmax, [(1, 16)])
+
+
+@calibration_model()
+def space_batch():
+    """SPACE_TO_BATCH_ND then BATCH_TO_SPACE_ND (a dilated-convolution rewrite without the conv)."""
+    tf = _tf()
+    return Traced(lambda x: tf.batch_to_space(tf.space_to_batch_nd(x, [2, 2], [[0, 0], [0, 0]]) * 2.0, [2, 2], [[0, 0], [0, 0]]),
+                  [IMAGE_8])
+
+
+@calibration_model()
+def padv2():
+    tf = _tf()
+    return Traced(lambda x: tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], constant_values=0.5), [IMAGE_8])
 
 
 @calibration_model()

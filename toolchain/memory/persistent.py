@@ -113,6 +113,17 @@ def _output_dims_prepare(graph: Graph, op) -> list[int]:
     return [_int_array_bytes(len(out.shape))] if out is not None else []
 
 
+def _log_softmax_prepare(op_data_bytes: int) -> Callable:
+    """LOG_SOFTMAX allocates its LogSoftmaxOpData in Prepare, for int8 inputs only
+    (kernels/log_softmax.cc CalculateOpData); it has no options and no Init."""
+
+    def prepare(graph: Graph, op) -> list[int]:
+        src = _operand(graph, op.inputs, 0)
+        return [op_data_bytes] if src is None or src.dtype == "int8" else []
+
+    return prepare
+
+
 # Measured on tflite-micro 0.dev20261023 (host, reference kernels) by bench/calibrate_tail.py.
 HOST_KERNELS: dict[str, KernelTail] = {
     "CONV_2D": _k(28, 4, 80, per_channel=True),
@@ -174,6 +185,24 @@ HOST_KERNELS: dict[str, KernelTail] = {
     "RESIZE_BILINEAR": _k(2, 1, 0),
     "LEAKY_RELU": _k(4, 4, 24),
     "PRELU": _k(0, 1, 28),
+    # Options (builtin_op_data.h): TfLiteDivParams / TfLiteL2NormParams {activation enum},
+    # TfLiteArgMaxParams / TfLiteArgMinParams {TfLiteType}: 4 B here, 1 B with one-byte enums;
+    # TfLiteUnpackParams {num, axis} 8 B, TfLiteSplitVParams {num_splits} 4 B; SQUARED_DIFFERENCE,
+    # LOG_SOFTMAX, ELU, SPACE_TO_BATCH_ND, BATCH_TO_SPACE_ND and PADV2 parse none. Init OpData
+    # (measured): SQUARED_DIFFERENCE 112 B, DIV 28, L2_NORMALIZATION 4 (L2NormalizationParams),
+    # SPACE_TO_BATCH_ND 4 (SpaceToBatchParams), ELU 256 (an int8 lookup table), PADV2 = PAD (pad.cc).
+    "SQUARED_DIFFERENCE": _k(0, 1, 112),
+    "DIV": _k(4, 4, 28),
+    "UNPACK": _k(8, 4, 0),
+    "SPLIT_V": _k(4, 4, 0),
+    "ARG_MAX": _k(4, 4, 0),
+    "ARG_MIN": _k(4, 4, 0),
+    "L2_NORMALIZATION": _k(4, 4, 4),
+    "LOG_SOFTMAX": KernelTail((), 0, shaped_prepare=_log_softmax_prepare(40)),
+    "ELU": _k(0, 1, 256),
+    "SPACE_TO_BATCH_ND": _k(0, 1, 4),
+    "BATCH_TO_SPACE_ND": _k(0, 1, 0),
+    "PADV2": _k(0, 1, 56),
     # QUANTIZE + DEQUANTIZE measured together (64 bytes); the split is assumed even.
     "QUANTIZE": _k(0, 1, 32),
     "DEQUANTIZE": _k(0, 1, 32),
@@ -237,6 +266,13 @@ MCU32_REFERENCE_KERNELS: dict[str, KernelTail] = _with(
     BATCH_MATMUL=KernelTail(((3, 1),), 16, shaped_prepare=_batch_matmul_prepare(12, quantization_first=True)),
     EMBEDDING_LOOKUP=KernelTail((), 0, shaped_prepare=_embedding_lookup_prepare(8)),  # {float, size_t}: 8 B
     SVDF=_k(8, 4, 36),  # TfLiteSVDFParams with a one-byte enum: 8 B
+    # One-byte enums: TfLiteDivParams, TfLiteL2NormParams, TfLiteArgMax/MinParams are 1 B;
+    # LogSoftmaxOpData holds two size_t: 28 B (40 on the host). OpDataDiv is seven int32 either way.
+    DIV=_k(1, 1, 28),
+    L2_NORMALIZATION=_k(1, 1, 4),
+    ARG_MAX=_k(1, 1, 0),
+    ARG_MIN=_k(1, 1, 0),
+    LOG_SOFTMAX=KernelTail((), 0, shaped_prepare=_log_softmax_prepare(28)),
 )
 
 # The 32-bit build with CMSIS-NN kernels (OPTIMIZED_KERNEL_DIR=cmsis_nn on a DSP core, measured

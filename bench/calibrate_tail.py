@@ -837,6 +837,33 @@ def padv2():
     return Traced(lambda x: tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], constant_values=0.5), [IMAGE_8])
 
 
+@calibration_model(FLOAT32)
+def unary_f():
+    """A chain of the elementwise kernels (kernels/elementwise.cc, floor.cc, ceil.cc, round.cc, neg.cc)."""
+    tf = _tf()
+
+    def chain(x):
+        y = tf.math.rsqrt(tf.sqrt(tf.abs(x)) + 1.0)
+        y = tf.math.log(tf.square(y) + 1.0)
+        y = tf.cos(tf.sin(y))
+        return -tf.round(tf.math.ceil(tf.math.floor(y * 4.0) * 0.5))
+
+    return Traced(chain, [IMAGE_8])
+
+
+@calibration_model(FLOAT32)
+def logic_f():
+    """Comparisons, logical ops and CAST."""
+    tf = _tf()
+
+    def f(x, y):
+        keep = tf.logical_or(tf.logical_and(x > y, x < 0.9), tf.logical_not(tf.equal(x, y)))
+        keep = tf.logical_and(keep, tf.logical_or(x >= 0.1, y <= 0.2))
+        return tf.cast(keep, tf.int32), tf.cast(tf.not_equal(x, 0.5), tf.int32)
+
+    return Traced(f, [IMAGE_8, IMAGE_8])
+
+
 @calibration_model()
 def minimum2():
     tf = _tf()

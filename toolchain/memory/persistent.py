@@ -203,6 +203,19 @@ HOST_KERNELS: dict[str, KernelTail] = {
     "SPACE_TO_BATCH_ND": _k(0, 1, 4),
     "BATCH_TO_SPACE_ND": _k(0, 1, 0),
     "PADV2": _k(0, 1, 56),
+    # Elementwise kernels (kernels/elementwise.cc, floor.cc, ceil.cc, round.cc, neg.cc, logical.cc,
+    # cast.cc, comparisons.cc): no options but CAST's TfLiteCastParams (two TfLiteType: 8 B, 2 B with
+    # one-byte enums); ABS and RSQRT allocate OpDataAbsRsqrt in Init (four int32, a bool and two
+    # enums: 28 B, 20 B with one-byte enums), the comparisons an OpData of ComparisonParams (seven
+    # int32 and a bool: 32 B); the rest nothing.
+    **{kind: _k(0, 1, 0) for kind in ("SQRT", "SQUARE", "LOG", "SIN", "COS", "FLOOR", "CEIL", "ROUND", "NEG",
+                                       "LOGICAL_AND", "LOGICAL_OR")},
+    "ABS": _k(0, 1, 28),
+    "RSQRT": _k(0, 1, 28),
+    "CAST": _k(8, 4, 0),
+    # (EQUAL and LOGICAL_NOT take the same code paths but no model measured them: the converter
+    # writes logical_not(equal) as NOT_EQUAL.)
+    **{kind: _k(0, 1, 32) for kind in ("NOT_EQUAL", "GREATER", "GREATER_EQUAL", "LESS", "LESS_EQUAL")},
     # QUANTIZE + DEQUANTIZE measured together (64 bytes); the split is assumed even.
     "QUANTIZE": _k(0, 1, 32),
     "DEQUANTIZE": _k(0, 1, 32),
@@ -273,6 +286,9 @@ MCU32_REFERENCE_KERNELS: dict[str, KernelTail] = _with(
     ARG_MAX=_k(1, 1, 0),
     ARG_MIN=_k(1, 1, 0),
     LOG_SOFTMAX=KernelTail((), 0, shaped_prepare=_log_softmax_prepare(28)),
+    ABS=_k(0, 1, 20),
+    RSQRT=_k(0, 1, 20),
+    CAST=_k(2, 1, 0),
 )
 
 # The 32-bit build with CMSIS-NN kernels (OPTIMIZED_KERNEL_DIR=cmsis_nn on a DSP core, measured

@@ -864,6 +864,20 @@ def logic_f():
     return Traced(f, [IMAGE_8, IMAGE_8])
 
 
+@calibration_model(FLOAT32)
+def misc_f():
+    """FLOOR_DIV, FLOOR_MOD, MIRROR_PAD (reflect), CUMSUM, REVERSE_V2 and a broadcasting SELECT_V2."""
+    tf = _tf()
+
+    def f(x, y):
+        z = tf.math.floormod(tf.math.floordiv(x, y + 0.5), y + 0.5)
+        z = tf.pad(z, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT")
+        z = tf.reverse(tf.math.cumsum(z, axis=3), axis=[2])
+        return tf.where(z[:, :, :, :1] > 0.5, z, 0.0)
+
+    return Traced(f, [IMAGE_8, IMAGE_8])
+
+
 @calibration_model()
 def minimum2():
     tf = _tf()

@@ -120,6 +120,15 @@ def _reduce_requests(graph: Graph, i: int) -> list[ScratchRequest]:
 _REDUCE_KINDS = frozenset({"MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN"})
 
 
+def _mirror_pad_requests(graph: Graph, i: int) -> list[ScratchRequest]:
+    """MIRROR_PAD (TFLM kernels/mirror_pad.cc, every library): two int arrays of the input's rank."""
+    src = _operand(graph, graph.ops[i].inputs, 0)
+    if src is None:
+        return []
+    return [ScratchRequest(i, 4 * len(src.shape), "MIRROR_PAD output dims"),
+            ScratchRequest(i, 4 * len(src.shape), "MIRROR_PAD input dims")]
+
+
 def _conv_geometry(graph: Graph, i: int):
     """(op, input, weights, kernel h, kernel w, input h, input w, input channels), or None when
     the op has no input or no weights."""
@@ -171,6 +180,8 @@ def _cmsis_requests(graph: Graph, i: int) -> list[ScratchRequest]:
     op = graph.ops[i]
     if op.kind in _REDUCE_KINDS:
         return _reduce_requests(graph, i)
+    if op.kind == "MIRROR_PAD":
+        return _mirror_pad_requests(graph, i)
     if op.kind == "TRANSPOSE_CONV":
         return _cmsis_transpose_conv_requests(graph, i)
     if op.kind == "SVDF":
@@ -205,6 +216,8 @@ def _esp_requests(graph: Graph, i: int) -> list[ScratchRequest]:
     op = graph.ops[i]
     if op.kind in _REDUCE_KINDS:
         return _reduce_requests(graph, i)
+    if op.kind == "MIRROR_PAD":
+        return _mirror_pad_requests(graph, i)
     if op.kind not in ("CONV_2D", "DEPTHWISE_CONV_2D") or not _int8_input(graph, i):
         return []
     geometry = _conv_geometry(graph, i)
@@ -232,6 +245,8 @@ def _reference_requests(graph: Graph, i: int) -> list[ScratchRequest]:
     kind = graph.ops[i].kind
     if kind in _REDUCE_KINDS:
         return _reduce_requests(graph, i)
+    if kind == "MIRROR_PAD":
+        return _mirror_pad_requests(graph, i)
     if kind == "TRANSPOSE_CONV":
         return _transpose_conv_requests(graph, i)
     if kind == "SVDF":

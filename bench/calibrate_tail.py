@@ -878,6 +878,19 @@ def misc_f():
     return Traced(f, [IMAGE_8, IMAGE_8])
 
 
+@calibration_model(FLOAT32)
+def logic2_f():
+    """LOGICAL_NOT of a bool input, EQUAL, GATHER_ND by int32 indices, EXPAND_DIMS and SQUEEZE."""
+    tf = _tf()
+    table = _constant((4, 4, 8), seed=6)
+
+    def f(b, x, y, ids):
+        rows = tf.squeeze(tf.expand_dims(tf.gather_nd(table, ids), 1), 1)
+        return tf.logical_not(b), tf.equal(x, y), rows
+
+    return Traced(f, [(1, 8), (1, 8), (1, 8), (3, 2)], ("bool", "float32", "float32", "int32"))
+
+
 @calibration_model()
 def minimum2():
     tf = _tf()

@@ -108,6 +108,7 @@ PROOF: dict[str, tuple[str, str]] = {
     **{kind: (_CALIBRATION, "logic_f") for kind in ("GREATER_EQUAL", "LESS", "NOT_EQUAL", "CAST", "GREATER",
                                                      "LOGICAL_AND", "LOGICAL_OR", "LESS_EQUAL")},
     **{kind: (_CALIBRATION, "misc_f") for kind in ("FLOOR_DIV", "FLOOR_MOD", "MIRROR_PAD", "REVERSE_V2", "SELECT_V2")},
+    **{kind: (_CALIBRATION, "logic2_f") for kind in ("LOGICAL_NOT", "EQUAL", "GATHER_ND")},
     "GATHER": (_CALIBRATION, "gather2"),
     "LEAKY_RELU": (_CALIBRATION, "leaky2"),
     "PRELU": (_CALIBRATION, "prelu2"),

@@ -108,7 +108,8 @@ def _embedding_lookup_prepare(op_data_bytes: int) -> Callable:
 
 def _output_dims_prepare(graph: Graph, op) -> list[int]:
     """A Prepare that makes a writable copy of its output's dims and nothing else
-    (CreateWritableTensorDimsWithCopy: kernels/gather.cc, depth_to_space.cc, space_to_depth.cc)."""
+    (CreateWritableTensorDimsWithCopy: kernels/gather.cc, gather_nd.cc, depth_to_space.cc,
+    space_to_depth.cc)."""
     out = _operand(graph, op.outputs, 0)
     return [_int_array_bytes(len(out.shape))] if out is not None else []
 
@@ -214,9 +215,9 @@ HOST_KERNELS: dict[str, KernelTail] = {
     "ABS": _k(0, 1, 28),
     "RSQRT": _k(0, 1, 28),
     "CAST": _k(8, 4, 0),
-    # (EQUAL and LOGICAL_NOT take the same code paths but no model measured them: the converter
-    # writes logical_not(equal) as NOT_EQUAL.)
-    **{kind: _k(0, 1, 32) for kind in ("NOT_EQUAL", "GREATER", "GREATER_EQUAL", "LESS", "LESS_EQUAL")},
+    **{kind: _k(0, 1, 32) for kind in ("EQUAL", "NOT_EQUAL", "GREATER", "GREATER_EQUAL", "LESS", "LESS_EQUAL")},
+    "LOGICAL_NOT": _k(0, 1, 0),
+    "GATHER_ND": KernelTail((), 0, shaped_prepare=_output_dims_prepare),  # no options; gather_nd.cc
     # FLOOR_DIV, FLOOR_MOD, REVERSE_V2: nothing. MIRROR_PAD: TfLiteMirrorPaddingParams {mode enum} and
     # OpDataMirrorPad (five ints = 20 B, Init), plus two scratch buffers (scratch.py). SELECT_V2: Init
     # allocates a one-bool OpData (kernels/select.cc).

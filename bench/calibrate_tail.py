@@ -750,23 +750,25 @@ def _twice(op):
     return lambda x: op(op(x))
 
 
+def _spatial_then_channels(reduce):
+    """``reduce`` over the spatial axes (kept), then over the channels."""
+    return lambda x: reduce(reduce(x, axis=[1, 2], keepdims=True), axis=3)
+
+
 @calibration_model()
 def sum2():
     """SUM over the spatial axes (kept), then over the channels: accumulator and index scratch."""
-    tf = _tf()
-    return Traced(lambda x: tf.reduce_sum(tf.reduce_sum(x, axis=[1, 2], keepdims=True), axis=3), [IMAGE_8])
+    return Traced(_spatial_then_channels(_tf().reduce_sum), [IMAGE_8])
 
 
 @calibration_model()
 def reduce_max2():
-    tf = _tf()
-    return Traced(lambda x: tf.reduce_max(tf.reduce_max(x, axis=[1, 2], keepdims=True), axis=3), [IMAGE_8])
+    return Traced(_spatial_then_channels(_tf().reduce_max), [IMAGE_8])
 
 
 @calibration_model()
 def reduce_min2():
-    tf = _tf()
-    return Traced(lambda x: tf.reduce_min(tf.reduce_min(x, axis=[1, 2], keepdims=True), axis=3), [IMAGE_8])
+    return Traced(_spatial_then_channels(_tf().reduce_min), [IMAGE_8])
 
 
 @calibration_model()

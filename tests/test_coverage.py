@@ -85,7 +85,10 @@ def test_each_calibration_proof_has_the_op_and_is_exact():
 def _pinned_tflm_header() -> str | None:
     """micro_mutable_op_resolver.h of the pinned TFLM, from $MOOFA_TFLM_SRC or the shared archive."""
     rel = "tensorflow/lite/micro/micro_mutable_op_resolver.h"
-    for root in filter(None, (os.environ.get("MOOFA_TFLM_SRC"), str(Path.home() / ".cache/moofa/src/tflite-micro"))):
+    from toolchain.runtime import cortexm
+
+    unpacked = cortexm.cache_root() / "tflm" / cortexm.TFLM_COMMIT / "tflite-micro"  # what the Cortex-M builds unpack
+    for root in filter(None, (os.environ.get("MOOFA_TFLM_SRC"), str(Path.home() / ".cache/moofa/src/tflite-micro"), str(unpacked))):
         if (Path(root) / rel).is_file():
             return (Path(root) / rel).read_text()
     archive = REPO.parent / "shared" / "third_party" / "tflm-src-90b983c2.tar.xz"

@@ -13,6 +13,7 @@ import torch
 
 from moofa.train.checkpoint import load_checkpoint
 from moofa.train.loop import load_preset, resolve_choices, train
+from toolchain.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -125,6 +126,33 @@ def test_sandwich_trains_the_largest_first(monkeypatch):
     loop.accumulate_gradients(net, None, phase, preset, x, y, [random.Random(k) for k in range(3)])
     assert seen[0] == net.space.max_config(16)
     assert seen[1] != seen[0] and seen[2] != seen[0]  # the others drawn from all the choices
+
+
+def test_full_sandwich_trains_the_smallest_last(monkeypatch):
+    import random
+
+    from moofa.arch.catalog import get_layout
+    from moofa.nn.supernet import Supernet
+    from moofa.train import loop
+
+    net = Supernet(get_layout("moofa", 16, 1, 10))
+    phase = loop.Phase("expand-2", 1, 0.1, kernels="all", depths="all", expands="all", subnets_per_step=3, sandwich=True, smallest=True)
+    seen = []
+    real = net.set_active
+    monkeypatch.setattr(net, "set_active", lambda c: (seen.append(c), real(c)))
+    x, y = torch.randn(4, 1, 16, 16), torch.randint(0, 10, (4,))
+    loop.accumulate_gradients(net, None, phase, loop.Preset("p", phases=(phase,)), x, y, [random.Random(k) for k in range(3)])
+    assert seen[0] == net.space.max_config(16) and seen[2] == net.space.min_config(16)
+    assert seen[1] not in (seen[0], seen[2])
+
+
+def test_smallest_needs_a_slot_of_its_own():
+    from moofa.train import loop
+
+    for per_step, sandwich in ((1, False), (2, True)):
+        phase = loop.Phase("d", 1, 0.1, subnets_per_step=per_step, sandwich=sandwich, smallest=True)
+        with pytest.raises(InputError, match="smallest = true needs subnets_per_step >= "):
+            loop.check_preset(loop.Preset("p", phases=(phase,)), "x.toml")
 
 
 def test_subnets_are_scored_from_images_held_in_memory(tiny):

@@ -10,7 +10,7 @@ One loop, top to bottom; the recipe is data (a preset TOML in ``moofa/presets/``
    importance (``Supernet.reorganize_channels``).
 
 Each step samples ``subnets_per_step`` subnets from the phase's choices (with ``sandwich`` the
-first is the phase's largest), accumulates their
+first is the phase's largest, with ``smallest`` the last is its smallest), accumulates their
 gradients (loss = cross-entropy + ``kd_ratio`` x distillation) and takes one optimizer step.
 Subnets are drawn from a generator keyed by (seed, phase, epoch, step, k), so every DDP rank
 picks the same subnet at the same step. Run on one CPU, one GPU, or many through
@@ -64,6 +64,9 @@ class Phase:
     # The sandwich rule (Yu et al., BigNAS): the first subnet of every step is the phase's
     # largest, so the largest keeps learning while the smaller ones are trained.
     sandwich: bool = False
+    # BigNAS's full sandwich: the last subnet of every step is the phase's smallest, so the
+    # smallest is trained every step instead of when the draw happens to reach it.
+    smallest: bool = False
 
 
 @dataclass(frozen=True)
@@ -151,9 +154,13 @@ def check_preset(preset: Preset, where) -> None:
     if not preset.resolutions or any(isinstance(r, bool) or not isinstance(r, int) or not 8 <= r <= 1024 for r in preset.resolutions):
         raise InputError(f"{where}: resolutions = {list(preset.resolutions)!r}: each must be an integer in [8, 1024]")
     for i, phase in enumerate(preset.phases):
-        for key in ("distill", "sandwich"):
+        for key in ("distill", "sandwich", "smallest"):
             if not isinstance(getattr(phase, key), bool):
                 raise InputError(f"{where}: [[phase]] {i + 1} ({phase.name}): {key} = {getattr(phase, key)!r} must be true or false")
+        if phase.smallest and phase.subnets_per_step < 2 + phase.sandwich:
+            raise InputError(f"{where}: [[phase]] {i + 1} ({phase.name}): smallest = true needs subnets_per_step >= "
+                             f"{2 + phase.sandwich} (the smallest{', the largest' if phase.sandwich else ''} and a random one), "
+                             f"not {phase.subnets_per_step}")
         for key, (lo, hi, lo_open) in _PHASE_RANGES.items():
             _check_range(f"{where}: [[phase]] {i + 1} ({phase.name})", key, getattr(phase, key), lo, hi, lo_open)
 
@@ -321,7 +328,12 @@ def accumulate_gradients(model, teacher, phase: Phase, preset: Preset, x, y, rng
     loss_sum = correct = 0.0
     n = len(rngs)
     for k, rng in enumerate(rngs):
-        spec = _extreme(phase, model.space, max) if phase.sandwich and k == 0 else phase
+        if phase.sandwich and k == 0:
+            spec = _extreme(phase, model.space, max)
+        elif phase.smallest and k == n - 1:
+            spec = _extreme(phase, model.space, min)
+        else:
+            spec = phase
         model.set_active(phase_config(model.space, spec, rng, x.shape[-1]))
         logits = model(x)
         loss = F.cross_entropy(logits, y, label_smoothing=preset.label_smoothing)

@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 
 from toolchain.errors import InputError
 from toolchain.ir.graph import Graph, Op, Tensor
+from toolchain.memory.coverage import PROOF, exactness, tflm_refusals, unmodelled_ops
 from toolchain.memory.estimate import estimate_arena
 from toolchain.memory.scratch import KERNEL_LIBRARIES
 from toolchain.tflite.reader import OFFLINE_PLAN_METADATA, parse_model
@@ -70,8 +71,14 @@ def outcome(data: bytes) -> str:
 
 
 def check_predictions(graph: Graph) -> None:
+    # What `moofa verify` says besides the figures: the ops it cannot stand behind, and TFLM's
+    # prepare-time refusals (each a one-line reason).
+    assert all(isinstance(op, str) and op for op in unmodelled_ops(graph))
+    for library in (None, *LIBRARIES):
+        assert all(isinstance(r, str) and r and "\n" not in r for r in tflm_refusals(graph, library)), library
     for library in LIBRARIES:
         for width in POINTER_WIDTHS:
+            exactness(graph, width, library)
             e = estimate_arena(graph, width, library)
             assert e.lower_bound_bytes >= 0 and e.scratch_bytes >= 0 and e.arena_tail_bytes > 0, (library, width)
             # An offline plan may be a bad one (overlapping buffers; `moofa plan` replaces it), so
@@ -420,6 +427,44 @@ def test_ten_thousand_mutated_models_never_crash(seeds):
     # Both outcomes are reached often: the mutations neither all break the file nor all miss.
     assert report.counts["prediction"] > CASES // 10 and report.counts["error"] > CASES // 10, report.counts
     assert report.slowest[0] < 2.0, report.slowest
+
+
+@pytest.fixture(scope="module")
+def calibration_seeds():
+    """Every calibration model that proves an op exact (bench/calibrate_tail.py; the same files
+    tests/test_coverage.py builds and measures, from the same cache)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "calibrate_tail.py"
+    spec = importlib.util.spec_from_file_location("calibrate_tail", path)
+    module = sys.modules.get("calibrate_tail")
+    if module is None:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["calibrate_tail"] = module  # its dataclasses look themselves up there
+        spec.loader.exec_module(module)
+    names = sorted({name for where, name in PROOF.values() if where == "bench/calibrate_tail.py"})
+    out = module.cache_dir()
+    return {name: module.build(name, out).read_bytes() for name in names}
+
+
+@pytest.mark.slow
+def test_mutated_calibration_models_never_crash(calibration_seeds):
+    """The models behind every op modelled exactly (LSTM, SVDF, TRANSPOSE_CONV, BATCH_MATMUL, the
+    reduce, shape and logic ops ...), mutated: each structural mutation starts from any of them."""
+    assert len(calibration_seeds) >= 40
+    fuzzer = Fuzzer(calibration_seeds, structural=0.5)
+    fuzzer.structural_names = fuzzer.names
+    fuzzer.models = {n: schema.ModelT.InitFromPackedBuf(bytearray(b), 0) for n, b in calibration_seeds.items()}
+    cases = 20_000
+    report = fuzzer.run(cases, seed=1)
+    shown = "\n".join(f"case {k} ({name}; {'; '.join(notes)}): {err}" for k, name, notes, err in report.failures[:10])
+    assert not report.failures, f"{len(report.failures)} of {report.cases} cases crashed:\n{shown}"
+    assert report.counts["prediction"] > cases // 10 and report.counts["error"] > cases // 10, report.counts
+    assert report.slowest[0] < 2.0, report.slowest  # no hang: every case answers at once
+    for name, data in calibration_seeds.items():
+        assert outcome(data) == "prediction", name
 
 
 def test_the_seeds_themselves_predict(seeds):

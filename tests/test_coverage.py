@@ -343,3 +343,28 @@ def test_variable_tensors_live_in_the_tail_unless_the_offline_plan_places_them(t
             path.write_bytes(bytes(builder.Output()))
         e, m = estimate_arena(read_model(path)), measure(path)
         assert (e.arena_head_bytes, e.arena_tail_bytes) == (m.arena_head_bytes, m.arena_tail_bytes), offsets
+
+
+@pytest.mark.slow
+def test_float16_weights_behind_dequantize_are_refused_as_tflm_refuses_them(tmp_path):
+    """The converter's float16 weights (`supported_types = [tf.float16]`): a DEQUANTIZE of each
+    float16 constant in front of a float graph. TFLM dequantizes only int8/int16/uint8."""
+    from toolchain.errors import InputError
+    from toolchain.runtime.tf import quietly, tf_quiet
+
+    tf = tf_quiet()
+    inp = tf.keras.Input((8, 8, 1), batch_size=1)
+    model = tf.keras.Model(inp, tf.keras.layers.Dense(4)(tf.keras.layers.Flatten()(tf.keras.layers.Conv2D(4, 3)(inp))))
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+    path = tmp_path / "fp16.tflite"
+    path.write_bytes(quietly(converter.convert))
+    graph = read_model(path)
+    assert "DEQUANTIZE" in graph.op_kinds and any(t.dtype == "float16" for t in graph.tensors)
+    refusals = tflm_refusals(graph)
+    assert refusals and all("DEQUANTIZE" in r and "float16" in r for r in refusals)
+    with pytest.raises(InputError):  # the independent truth: TFLM itself refuses it
+        measure(path)
+    r = moofa("verify", str(path), "--target", "host", "--json")
+    assert r.returncode == 1 and json.loads(r.stdout)["runs_on_tflm"] is False

@@ -240,7 +240,20 @@ def _concatenation(graph: Graph, op) -> str | None:
     return None
 
 
-_PREPARE_CHECKS = {"SOFTMAX": _softmax, "LOGISTIC": _logistic, "CONCATENATION": _concatenation}
+def _dequantize(graph: Graph, op) -> str | None:
+    # tensorflow/lite/micro/kernels/dequantize_common.cc, DequantizePrepare: an int8, int16 or
+    # uint8 input and a float32 output. So the float16 weights the converter writes for
+    # `supported_types = [tf.float16]` (a DEQUANTIZE in front of every float op) do not run.
+    x, y = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
+    if x.dtype not in ("int8", "int16", "uint8"):
+        hint = " (float16 weights: convert without supported_types = [tf.float16])" if x.dtype == "float16" else ""
+        return f"input {x.dtype}: TFLM dequantizes only int8, int16 and uint8{hint}"
+    if y.dtype != "float32":
+        return f"output {y.dtype}: TFLM dequantizes only to float32"
+    return None
+
+
+_PREPARE_CHECKS = {"SOFTMAX": _softmax, "LOGISTIC": _logistic, "CONCATENATION": _concatenation, "DEQUANTIZE": _dequantize}
 
 
 def _cmsis_fully_connected(graph: Graph, op) -> str | None:

@@ -74,6 +74,10 @@ class Traced:
     input_dtypes: tuple[str, ...] = ()  # per input, "float32" (the default) or "int32" (indices)
     # Applied to the converted flatbuffer: for ops the converter never emits (EMBEDDING_LOOKUP).
     rewrite: Callable[[bytes], bytes] | None = None
+    # Handed to the converter with the function (from_concrete_functions' trackable_obj): it then
+    # converts through a SavedModel, which keeps the functions' "api_implements" attributes that
+    # fuse a tf_keras LSTM into UNIDIRECTIONAL_SEQUENCE_LSTM (without it: a WHILE loop).
+    trackable: object | None = None
 
 
 @dataclass(frozen=True)
@@ -120,7 +124,7 @@ def _convert(model, quantization: Quantization) -> bytes:
         dtypes = model.input_dtypes or ("float32",) * len(model.input_shapes)
         specs = [tf.TensorSpec(shape, dtype) for shape, dtype in zip(model.input_shapes, dtypes)]
         concrete = tf.function(model.fn, input_signature=specs).get_concrete_function()
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model.trackable)
         shapes = dict(enumerate(model.input_shapes))
         integer = {k for k, dtype in enumerate(dtypes) if dtype == "int32"}
     else:
@@ -742,6 +746,108 @@ def svdf2():
 def svdf2_f():
     """The same in float."""
     return _svdf_model(int8=False, layers=2)
+
+
+def _lstm(steps: int, features: int, units: int, return_sequences: bool = True, time_major: bool = False,
+          batch: int = 1) -> Traced:
+    """One tf_keras ``LSTM(units, unroll=False)`` on a fixed-batch input, which the converter fuses
+    into one UNIDIRECTIONAL_SEQUENCE_LSTM (Keras 3's LSTM converts to a WHILE loop instead, and the
+    fusion needs the SavedModel path: ``Traced.trackable``). Its hidden and cell states become
+    variable tensors (inputs 18 and 19); ``return_sequences=False`` adds a STRIDED_SLICE (the last
+    step); ``time_major``: input (steps, batch, features)."""
+    import tf_keras
+
+    shape = (steps, batch, features) if time_major else (batch, steps, features)
+    x = tf_keras.Input(shape[1:], batch_size=shape[0])
+    lstm = tf_keras.layers.LSTM(units, return_sequences=return_sequences, unroll=False, time_major=time_major)
+    model = tf_keras.Model(x, lstm(x))
+    return Traced(lambda t: model(t), [shape], trackable=model)
+
+
+def _lstm_as_16x8(data: bytes) -> bytes:
+    """TensorFlow's converter refuses 16x8 for this op ("Quantization to 16x8-bit not yet supported
+    for op: 'UNIDIRECTIONAL_SEQUENCE_LSTM'"), so the 16x8 models are the converted full-int8 ones
+    retyped to what TFLM's 16x8 kernel takes (EvalLstm<int16_t, int8_t, int16_t, int64_t>): the
+    input, the hidden state (input 18) and every op output int16 with zero point 0 (scale / 256),
+    the four gate biases (inputs 12-15) int64; weights stay int8 and the cell state int16."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(data, 0)
+    sub = model.subgraphs[0]
+    lstm_code = [k for k, c in enumerate(model.operatorCodes)
+                 if c.builtinCode == schema.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM]
+    retyped, biases = set(), set()
+    for op in sub.operators:
+        retyped |= {int(t) for t in op.outputs}
+        if op.opcodeIndex in lstm_code:
+            retyped |= {int(op.inputs[0]), int(op.inputs[18])}
+            biases |= {int(op.inputs[k]) for k in range(12, 16) if op.inputs[k] >= 0}
+    for k in retyped:
+        t = sub.tensors[k]
+        t.type = schema.TensorType.INT16
+        t.quantization.scale = [float(t.quantization.scale[0]) / 256]
+        t.quantization.zeroPoint = [0]
+    for k in biases:
+        t = sub.tensors[k]
+        buf = model.buffers[t.buffer]
+        values = np.frombuffer(np.asarray(buf.data, np.uint8).tobytes(), np.int32).astype(np.int64)
+        buf.data = np.frombuffer(values.tobytes(), np.uint8)
+        t.type = schema.TensorType.INT64
+    builder = flatbuffers.Builder(len(data) * 2)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+# Two shapes per dtype, so that each shape-dependent size (the four scratch buffers of batch x
+# units cell-state elements, the two variable states) is proved at more than one point: lstm and
+# lstm_tm differ in steps, features, units, batch and time_major; lstm_last returns the last step.
+@calibration_model()
+def lstm():
+    """One int8 LSTM (4 steps, 3 features, 8 units, all steps returned): int16 cell state."""
+    return _lstm(4, 3, 8)
+
+
+@calibration_model(FLOAT32)
+def lstm_f():
+    return _lstm(4, 3, 8)
+
+
+@calibration_model()
+def lstm_tm():
+    """Time-major int8 LSTM: 5 steps of a batch of 2, 5 features, 6 units."""
+    return _lstm(5, 5, 6, time_major=True, batch=2)
+
+
+@calibration_model(FLOAT32)
+def lstm_tm_f():
+    return _lstm(5, 5, 6, time_major=True, batch=2)
+
+
+@calibration_model()
+def lstm_last():
+    """int8 LSTM returning its last step only (6 steps, 5 features, 4 units): + STRIDED_SLICE."""
+    return _lstm(6, 5, 4, return_sequences=False)
+
+
+@calibration_model(FLOAT32)
+def lstm_last_f():
+    return _lstm(6, 5, 4, return_sequences=False)
+
+
+@calibration_model()
+def lstm_16x8():
+    """``lstm`` in 16x8 (:func:`_lstm_as_16x8`): int16 activations and states, int8 weights."""
+    traced = _lstm(4, 3, 8)
+    traced.rewrite = _lstm_as_16x8
+    return traced
+
+
+@calibration_model()
+def lstm_tm_16x8():
+    traced = _lstm(5, 5, 6, time_major=True, batch=2)
+    traced.rewrite = _lstm_as_16x8
+    return traced
 
 
 # ---- simple ops, two of each in a row (the padding between their allocations shows) --------------

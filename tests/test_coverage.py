@@ -345,6 +345,57 @@ def test_variable_tensors_live_in_the_tail_unless_the_offline_plan_places_them(t
         assert (e.arena_head_bytes, e.arena_tail_bytes) == (m.arena_head_bytes, m.arena_tail_bytes), offsets
 
 
+@pytest.fixture(scope="module")
+def lstm_models(tmp_path_factory) -> dict[str, Path]:
+    """tf_keras LSTMs converted to UNIDIRECTIONAL_SEQUENCE_LSTM: a float one (4 steps, 3 features,
+    8 units), a time-major int8 one (5 steps, batch 2, 5 features, 6 units), and that one in 16x8."""
+    calibrate_tail = _calibration_module()
+    out = tmp_path_factory.mktemp("lstm")
+    paths = {}
+    for name, traced, quantization in (
+        ("float", calibrate_tail._lstm(4, 3, 8), calibrate_tail.FLOAT32),
+        ("int8", calibrate_tail._lstm(5, 5, 6, time_major=True, batch=2), calibrate_tail.FULL_INT8),
+        ("16x8", calibrate_tail._lstm(5, 5, 6, time_major=True, batch=2), calibrate_tail.FULL_INT8),
+    ):
+        if name == "16x8":
+            traced.rewrite = calibrate_tail._lstm_as_16x8
+        paths[name] = out / f"{name}.tflite"
+        paths[name].write_bytes(calibrate_tail._convert(traced, quantization))
+    return paths
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype, cell, units, batch, state_bytes", [
+    ("float", "float32", 8, 1, 4), ("int8", "int16", 6, 2, 2), ("16x8", "int16", 6, 2, 2)])
+def test_lstm_is_predicted_exactly(lstm_models, dtype, cell, units, batch, state_bytes):
+    """UNIDIRECTIONAL_SEQUENCE_LSTM: 16 B of options, a 688 B OpDataLSTM, four scratch buffers of
+    batch x units cell-state elements and two variable states; TFLM measures the same head and tail.
+    CMSIS-NN (derived): a 912 B OpData, eight kernel-sum arrays and three buffers for integer inputs.
+    The 32-bit builds are not measured for it: approximate there."""
+    from toolchain.memory.persistent import MCU32_CMSIS_NN_KERNELS, op_allocations
+    from toolchain.memory.scratch import scratch_requests
+
+    graph = read_model(lstm_models[dtype])
+    assert graph.op_kinds == ["UNIDIRECTIONAL_SEQUENCE_LSTM"] and unmodelled_ops(graph) == ()
+    (op,) = graph.ops
+    hidden, state = graph.tensors[op.inputs[18]], graph.tensors[op.inputs[19]]
+    assert hidden.is_variable and state.is_variable and state.dtype == cell
+    assert hidden.dtype == graph.tensors[op.inputs[0]].dtype == {"float": "float32", "int8": "int8", "16x8": "int16"}[dtype]
+    assert op_allocations(graph, op) == ([(16, 4)], [(688, 16)], [])
+    assert [r.size_bytes for r in scratch_requests(graph)] == [batch * units * state_bytes] * 4
+    integer = dtype != "float"
+    cmsis = scratch_requests(graph, "cmsis-nn")
+    assert [r.size_bytes for r in cmsis] == [batch * units * state_bytes] * (3 if integer else 4)
+    kernel_sums = [(units * (8 if dtype == "16x8" else 4), 16)] * 8 if integer else []
+    assert op_allocations(graph, op, MCU32_CMSIS_NN_KERNELS) == ([(16, 4)], [(912, 16)], kernel_sums)
+    estimate, measured = estimate_arena(graph, 8, "reference"), measure(lstm_models[dtype])
+    assert (estimate.arena_head_bytes, estimate.arena_tail_bytes) == (measured.arena_head_bytes, measured.arena_tail_bytes)
+    assert exactness(graph, 8, "reference").exact
+    for library in ("reference", "cmsis-nn"):
+        e = exactness(graph, 4, library, "cortex-m7")
+        assert not e.exact and any("UNIDIRECTIONAL_SEQUENCE_LSTM" in r for r in e.reasons)
+
+
 @pytest.mark.slow
 def test_float16_weights_behind_dequantize_are_refused_as_tflm_refuses_them(tmp_path):
     """The converter's float16 weights (`supported_types = [tf.float16]`): a DEQUANTIZE of each

@@ -126,6 +126,19 @@ def _int8_op_data(op_data_bytes: int, of_output: bool = False) -> Callable:
     return prepare
 
 
+def _cmsis_lstm_prepare(graph: Graph, op) -> list[int]:
+    """CMSIS-NN's UNIDIRECTIONAL_SEQUENCE_LSTM Prepare (kernels/cmsis_nn/unidirectional_sequence_lstm.cc,
+    CMSIS_NN_PortOpData): for an int8 or int16 input with an int16 cell state, eight persistent
+    kernel-sum arrays (input and hidden, per gate) of state_dimension bias-type values: int32 for
+    int8 inputs, int64 for int16 inputs. state_dimension is dims[1] of the hidden state (input 18).
+    A float LSTM allocates none."""
+    src, hidden, cell = (_operand(graph, op.inputs, k) for k in (0, 18, 19))
+    if src is None or hidden is None or cell is None or cell.dtype != "int16" or src.dtype not in ("int8", "int16"):
+        return []
+    units = hidden.shape[1] if len(hidden.shape) > 1 else 1
+    return [units * (4 if src.dtype == "int8" else 8)] * 8
+
+
 # Measured on tflite-micro 0.dev20261023 (host, reference kernels) by bench/calibrate_tail.py.
 HOST_KERNELS: dict[str, KernelTail] = {
     "CONV_2D": _k(28, 4, 80, per_channel=True),
@@ -173,6 +186,16 @@ HOST_KERNELS: dict[str, KernelTail] = {
     # TfLiteSVDFParams {int rank; activation enum; bool}: 12 B; OpDataSvdf (kernels/svdf.h): nine
     # ints = 36 B. Its activation state is a variable tensor: allocation_sequence puts it in the tail.
     "SVDF": _k(12, 4, 36),
+    # UNIDIRECTIONAL_SEQUENCE_LSTM (kernels/unidirectional_sequence_lstm.cc): the parser's
+    # TfLiteUnidirectionalSequenceLSTMParams {activation enum, cell_clip, proj_clip, three bools}
+    # = 16 B (compiler/mlir/lite/core/c/builtin_op_data.h); Init allocates sizeof(OpDataLSTM)
+    # (kernels/lstm_shared.h): LstmSizeInfo 20 + CellStateInfo 12 + the activation enum 4 + four
+    # GateParameters (two FullyConnectedParams of 40 B each: 320) + InterGateParameters (three
+    # ArithmeticParams of 104 B, 8-aligned for their int64 fields: 312, from offset 360) + four
+    # scratch indices = 688 B, measured (bench/calibrate_tail.py lstm_*: 'PB - ptrs' = 688).
+    # Prepare allocates nothing persistent; its four scratch requests are in scratch.py; the two
+    # variable state tensors (inputs 18 and 19) are variable tensors (allocation_sequence).
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": _k(16, 4, 688),
     # Ops without pointers or enums in their structs (the same on 32-bit builds): TfLiteGatherParams
     # {axis, batch_dims}, TfLiteDepthToSpaceParams / TfLiteSpaceToDepthParams / TfLiteSplitParams
     # {one int}, TfLiteResize*Params {two bools}, TfLiteLeakyReluParams {float alpha}
@@ -292,6 +315,10 @@ MCU32_REFERENCE_KERNELS: dict[str, KernelTail] = _with(
     BATCH_MATMUL=KernelTail(((3, 1),), 16, shaped_prepare=_batch_matmul_prepare(12, quantization_first=True)),
     EMBEDDING_LOOKUP=KernelTail((), 0, shaped_prepare=_embedding_lookup_prepare(8)),  # {float, size_t}: 8 B
     SVDF=_k(8, 4, 36),  # TfLiteSVDFParams with a one-byte enum: 8 B
+    # UNIDIRECTIONAL_SEQUENCE_LSTM: derived, not measured on this build: with a one-byte enum the
+    # options stay 16 B (the floats after it are 4-aligned) and OpDataLSTM stays 688 B (no pointers;
+    # the enum's 3 padding bytes before the 4-aligned GateParameters; AAPCS aligns int64 to 8 too).
+    # So the host figures (inherited from HOST_KERNELS) hold; coverage.py marks it unmeasured here.
     # One-byte enums: TfLiteDivParams, TfLiteL2NormParams, TfLiteArgMax/MinParams are 1 B;
     # LogSoftmaxOpData holds two size_t: 28 B (40 on the host). OpDataDiv is seven int32 either way.
     DIV=_k(1, 1, 28),
@@ -328,6 +355,11 @@ MCU32_CMSIS_NN_KERNELS: dict[str, KernelTail] = _with(
     # = 36 B; quantization data after the copies; no scratch (arm_fully_connected_s8_get_buffer_size
     # is 0 on DSP cores, and a 0-byte buffer is not requested).
     BATCH_MATMUL=KernelTail(((3, 1),), 36, shaped_prepare=_batch_matmul_prepare(12, quantization_first=False)),
+    # kernels/cmsis_nn/unidirectional_sequence_lstm.cc (derived, not measured): Init allocates its
+    # OpData {OpDataLSTM (688 B); cmsis_nn_lstm_params (CMSIS-NN Include/arm_nn_types.h: 15 int32
+    # and four cmsis_nn_lstm_gate of 40 B, five pointers, four int32 and a one-byte enum: 220 B)}
+    # = 908, 912 with the 8-byte alignment of OpDataLSTM; _cmsis_lstm_prepare: its kernel sums.
+    UNIDIRECTIONAL_SEQUENCE_LSTM=KernelTail(((16, 4),), 912, shaped_prepare=_cmsis_lstm_prepare),
 )
 
 #: The builds whose tail figures are measured: (pointer bytes, kernel library) -> table.

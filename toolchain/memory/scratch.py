@@ -11,7 +11,8 @@ the board's firmware links, named by the board file's ``kernel_library``:
   asks the same, REDUCE_MAX and REDUCE_MIN the last two), and
   ``TRANSPOSE_CONV`` an int32 accumulator per output element for int8 inputs
   (``kernels/transpose_conv.cc``), ``SVDF`` one or two int32 buffers (:func:`_svdf_requests`);
-  measured on the host and the 32-bit builds.
+  measured on the host and the 32-bit builds. ``UNIDIRECTIONAL_SEQUENCE_LSTM`` four buffers the
+  size of its cell state (:func:`_lstm_requests`), measured on the host.
 - ``cmsis-nn``: Arm's CMSIS-NN kernels for Cortex-M with the DSP extension (not MVE):
   ``arm_convolve_s8_get_buffer_size`` = 2 x (kernel_h x kernel_w x in_channels) int16 im2col
   columns, none for 1x1 stride-1 unpadded convolutions (``arm_convolve_1x1_s8_fast``);
@@ -101,6 +102,21 @@ def _svdf_requests(graph: Graph, i: int) -> list[ScratchRequest]:
     return requests
 
 
+def _lstm_requests(graph: Graph, i: int, cmsis_nn: bool = False) -> list[ScratchRequest]:
+    """UNIDIRECTIONAL_SEQUENCE_LSTM (TFLM kernels/unidirectional_sequence_lstm.cc, Prepare): four
+    buffers of batch_size x state_dimension cell-state elements (TfLiteTypeGetSize of the cell
+    state, input 19: float32 or int16). ValidateTensorSize (kernels/lstm_eval_common.cc) holds
+    the cell state to exactly batch x state elements, so each is the cell state's size, whatever
+    time_major says. CMSIS-NN (kernels/cmsis_nn/unidirectional_sequence_lstm.cc) asks three of them
+    for an int8 or int16 input with an int16 cell state, four otherwise (derived, not measured)."""
+    op = graph.ops[i]
+    src, cell = _operand(graph, op.inputs, 0), _operand(graph, op.inputs, 19)
+    if src is None or cell is None:
+        return []
+    count = 3 if cmsis_nn and cell.dtype == "int16" and src.dtype in ("int8", "int16") else 4
+    return [ScratchRequest(i, cell.nbytes, f"LSTM gate buffer {k}") for k in range(count)]
+
+
 def _reduce_requests(graph: Graph, i: int) -> list[ScratchRequest]:
     """The reduce ops every library takes from TFLM's kernels/reduce_common.cc: MEAN and SUM
     (PrepareMeanOrSumHelper) ask what :func:`_mean_requests` says; REDUCE_MAX and REDUCE_MIN
@@ -186,6 +202,8 @@ def _cmsis_requests(graph: Graph, i: int) -> list[ScratchRequest]:
         return _cmsis_transpose_conv_requests(graph, i)
     if op.kind == "SVDF":
         return _svdf_requests(graph, i)
+    if op.kind == "UNIDIRECTIONAL_SEQUENCE_LSTM":
+        return _lstm_requests(graph, i, cmsis_nn=True)
     if not _int8_input(graph, i):
         return []
     if op.kind == "CONV_2D":
@@ -251,6 +269,8 @@ def _reference_requests(graph: Graph, i: int) -> list[ScratchRequest]:
         return _transpose_conv_requests(graph, i)
     if kind == "SVDF":
         return _svdf_requests(graph, i)
+    if kind == "UNIDIRECTIONAL_SEQUENCE_LSTM":
+        return _lstm_requests(graph, i)
     return []
 
 

@@ -153,11 +153,14 @@ def verify_model(path: str | Path, targets: list, measure: bool = False, on_boar
     :mod:`toolchain.runtime.cortexm`), and the others say why not."""
     path = Path(path)
     data = read_input_bytes(path)
-    graph = parse_model(data, str(path))
+    graph = parse_model(data, str(path), control_flow=True)
     results = [TargetResult(t, estimate_for_target(graph, t), len(data), exactness(graph, t.pointer_bytes, t.kernel_library, t.core),
                             refusals=tflm_refusals(graph, t.kernel_library)) for t in targets]
     notes = []
     unmodelled = unmodelled_ops(graph)
+    if graph.subgraphs:
+        notes.append(f"control flow: the model has {len(graph.subgraphs) + 1} subgraphs; TFLM plans the tensors of all of "
+                     "them in one arena, moofa plans the first only, so the figures are approximate (the head may be low)")
     if unmodelled:
         notes.append(f"approximate: the memory model does not cover {', '.join(unmodelled)} exactly (`moofa ops`); "
                      "the tail uses a generous default for unmeasured kinds, the head may be low")

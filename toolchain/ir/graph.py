@@ -104,6 +104,10 @@ class Graph:
     outputs: list[int]
     name: str = "graph"
     offline_offsets: list[int] | None = None
+    # The model's other subgraphs (control flow: IF's branches, WHILE's condition and body,
+    # CALL_ONCE's init), read only where asked (``parse_model(..., control_flow=True)``, what
+    # `moofa verify` does). The memory model plans this graph alone, so figures are approximate.
+    subgraphs: list[Graph] = field(default_factory=list)
 
     def add_tensor(self, tensor: Tensor) -> int:
         self.tensors.append(tensor)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from toolchain.ir.graph import TFLM_UNSIZED_DTYPES, Graph
+from toolchain.memory.kernel_dtypes import dtype_refusals
 from toolchain.memory.persistent import HOST_KERNELS
 
 #: The TFLM source the op lists below were read from (tflite-micro, micro_mutable_op_resolver.h).
@@ -174,8 +175,9 @@ class Exactness:
 
 
 def unmodelled_ops(graph: Graph) -> tuple[str, ...]:
-    """The op kinds of ``graph`` the memory model does not cover exactly, sorted."""
-    kinds = set(graph.op_kinds)
+    """The op kinds of ``graph`` (and of its other subgraphs, if read) the memory model does
+    not cover exactly, sorted. The control-flow ops that call subgraphs are never covered."""
+    kinds = set(graph.op_kinds).union(*(sub.op_kinds for sub in graph.subgraphs))
     missing = kinds - MODELLED
     pair = kinds & _MEASURED_AS_A_PAIR
     if pair and pair != _MEASURED_AS_A_PAIR:
@@ -310,14 +312,19 @@ def tflm_refusals(graph: Graph, kernel_library: str | None = None) -> list[str]:
         # it has no size for.
         out += [f"tensor {k} '{_printable(t.name)}': type {t.dtype.upper()} has no size in TFLM (TfLiteTypeSizeOf), "
                 "so AllocateTensors fails" for k, t in enumerate(graph.tensors) if t.dtype in TFLM_UNSIZED_DTYPES]
+        # The tensor types each kernel accepts (toolchain/memory/kernel_dtypes.py); a type TFLM
+        # cannot even size is said once, above.
+        unsized = tuple(f" is {d}" for d in TFLM_UNSIZED_DTYPES)
+        out += [r for r in dtype_refusals(graph) if not any(u in r for u in unsized)]
     checks = _PREPARE_CHECKS if kernel_library is None else _LIBRARY_CHECKS.get(kernel_library, {})
-    for i, op in enumerate(graph.ops):
-        check = checks.get(op.kind)
-        if check is None or not op.inputs or not op.outputs or op.inputs[0] < 0 or op.outputs[0] < 0:
-            continue
-        reason = check(graph, op)
-        if reason:
-            out.append(f"op #{i} {op.kind}: {reason}")
+    for k, sub in enumerate([graph, *graph.subgraphs]):
+        for i, op in enumerate(sub.ops):
+            check = checks.get(op.kind)
+            if check is None or not op.inputs or not op.outputs or op.inputs[0] < 0 or op.outputs[0] < 0:
+                continue
+            reason = check(sub, op)
+            if reason:
+                out.append(f"{f'subgraph {k} ' if k else ''}op #{i} {op.kind}: {reason}")
     return out
 
 

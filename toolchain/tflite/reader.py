@@ -62,17 +62,19 @@ def check_identifier(data: bytes, where: str) -> None:
         raise InputError(f"{where}: not a TFLite model (no 'TFL3' file identifier)")
 
 
-def parse_model(data: bytes, where: str = "<model>") -> Graph:
+def parse_model(data: bytes, where: str = "<model>", control_flow: bool = False) -> Graph:
+    """The model's first subgraph as a :class:`Graph`. A model with more subgraphs (control
+    flow) is an error unless ``control_flow``: then they are read into ``Graph.subgraphs``."""
     check_identifier(data, where)
     try:
-        return _parse(data, where)
+        return _parse(data, where, control_flow)
     except InputError:
         raise
     except Exception as e:  # the flatbuffers runtime raises struct.error, IndexError, ... on bad bytes
         raise InputError(f"{where}: corrupt or truncated model ({type(e).__name__}: {_shown(str(e), 200)})") from None
 
 
-def _parse(data: bytes, where: str) -> Graph:
+def _parse(data: bytes, where: str, control_flow: bool = False) -> Graph:
     bounds = _Bounds(len(data), where)
     (root,) = struct.unpack_from("<I", data, 0)
     if root >= len(data):
@@ -81,9 +83,10 @@ def _parse(data: bytes, where: str) -> Graph:
     n_subgraphs = bounds.count(model.SubgraphsLength(), "subgraphs")
     if n_subgraphs == 0:
         raise InputError(f"{where}: model has no subgraph")
-    if n_subgraphs > 1:
+    if n_subgraphs > 1 and not control_flow:
         raise UnsupportedModelError(
-            f"{where}: model has {n_subgraphs} subgraphs (control flow); moofa's memory model covers single-subgraph models"
+            f"{where}: model has {n_subgraphs} subgraphs (control flow: IF, WHILE, CALL_ONCE); `moofa verify` reads it "
+            "(approximate figures), the rest of moofa covers single-subgraph models"
         )
     n_buffers = bounds.count(model.BuffersLength(), "buffers")
     buffer_has_data = []
@@ -104,7 +107,23 @@ def _parse(data: bytes, where: str) -> Graph:
             kind = f"CUSTOM:{_shown(_name(code.CustomCode()), 64)}"
         op_kinds.append(kind)
 
-    sg = model.Subgraphs(0)
+    graph = _parse_subgraph(model, 0, op_kinds, buffer_has_data, bounds, where)
+    if n_subgraphs > 1:
+        # The other subgraphs (IF's branches, WHILE's condition and body, CALL_ONCE's init) are
+        # read whole, so that a bad one is the same one-line error; the memory model plans the
+        # first only (verify marks the figures approximate). An offline plan then indexes the
+        # tensors of every subgraph in turn, which the first alone does not describe: not read.
+        graph.subgraphs = [_parse_subgraph(model, k, op_kinds, buffer_has_data, bounds, where) for k in range(1, n_subgraphs)]
+    else:
+        graph.offline_offsets = _offline_plan(model, bounds, len(buffer_has_data), len(graph.tensors), where)
+    return graph
+
+
+def _parse_subgraph(model, index: int, op_kinds: list[str], buffer_has_data: list[bool], bounds: _Bounds, where: str) -> Graph:
+    n_buffers, n_codes = len(buffer_has_data), len(op_kinds)
+    sg = model.Subgraphs(index)
+    if index:
+        where = f"{where}: subgraph {index}"
     tensors = []
     for i in range(bounds.count(sg.TensorsLength(), "tensors")):
         t = sg.Tensors(i)
@@ -167,9 +186,8 @@ def _parse(data: bytes, where: str) -> Graph:
         ops=ops,
         inputs=list(indices(sg.InputsLength(), sg.Inputs, "subgraph inputs", optional=False)),
         outputs=list(indices(sg.OutputsLength(), sg.Outputs, "subgraph outputs", optional=False)),
-        name=_name(sg.Name()) or "main",
+        name=_name(sg.Name()) or ("main" if index == 0 else f"subgraph_{index}"),
     )
-    graph.offline_offsets = _offline_plan(model, bounds, n_buffers, n_tensors, where)
     return graph
 
 

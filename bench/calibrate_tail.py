@@ -103,14 +103,24 @@ MODELS: dict[str, tuple[Callable[[], object], Quantization]] = {}
 #: fault too, with no message.
 HOST_ONLY: set[str] = set()
 
+#: The same, on one kernel library's build only: kernel library -> models its runner faults on.
+#: The integer UNIDIRECTIONAL_SEQUENCE_LSTMs lstm, lstm_tm, lstm_16x8 and lstm_tm_16x8 on the
+#: CMSIS-NN build: firmware's arena_used_bytes equals the prediction (head + tail), then the
+#: smallest-arena search faults ("Number of allocated temp buffers: 6 ... All temp buffers must be
+#: freed"), so the head and tail are not seen apart (lstm_last, int8 too, runs through). On the
+#: reference build they run.
+FAULTS_ON: dict[str, set[str]] = {}
 
-def calibration_model(quantization: Quantization = FULL_INT8, host_only: bool = False):
+
+def calibration_model(quantization: Quantization = FULL_INT8, host_only: bool = False, faults_on: tuple[str, ...] = ()):
     """Register a builder under its function name. A builder returns a Keras model or a Traced."""
 
     def register(builder):
         MODELS[builder.__name__] = (builder, quantization)
         if host_only:
             HOST_ONLY.add(builder.__name__)
+        for library in faults_on:
+            FAULTS_ON.setdefault(library, set()).add(builder.__name__)
         return builder
 
     return register
@@ -802,7 +812,7 @@ def _lstm_as_16x8(data: bytes) -> bytes:
 # Two shapes per dtype, so that each shape-dependent size (the four scratch buffers of batch x
 # units cell-state elements, the two variable states) is proved at more than one point: lstm and
 # lstm_tm differ in steps, features, units, batch and time_major; lstm_last returns the last step.
-@calibration_model()
+@calibration_model(faults_on=("cmsis-nn",))
 def lstm():
     """One int8 LSTM (4 steps, 3 features, 8 units, all steps returned): int16 cell state."""
     return _lstm(4, 3, 8)
@@ -813,7 +823,7 @@ def lstm_f():
     return _lstm(4, 3, 8)
 
 
-@calibration_model()
+@calibration_model(faults_on=("cmsis-nn",))
 def lstm_tm():
     """Time-major int8 LSTM: 5 steps of a batch of 2, 5 features, 6 units."""
     return _lstm(5, 5, 6, time_major=True, batch=2)
@@ -835,7 +845,7 @@ def lstm_last_f():
     return _lstm(6, 5, 4, return_sequences=False)
 
 
-@calibration_model()
+@calibration_model(faults_on=("cmsis-nn",))
 def lstm_16x8():
     """``lstm`` in 16x8 (:func:`_lstm_as_16x8`): int16 activations and states, int8 weights."""
     traced = _lstm(4, 3, 8)
@@ -843,7 +853,7 @@ def lstm_16x8():
     return traced
 
 
-@calibration_model()
+@calibration_model(faults_on=("cmsis-nn",))
 def lstm_tm_16x8():
     traced = _lstm(5, 5, 6, time_major=True, batch=2)
     traced.rewrite = _lstm_as_16x8

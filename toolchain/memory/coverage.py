@@ -88,8 +88,9 @@ PROOF: dict[str, tuple[str, str]] = {
     "BATCH_MATMUL": (_CALIBRATION, "bmm2"),
     "EMBEDDING_LOOKUP": (_CALIBRATION, "embed_f"),
     "SVDF": (_CALIBRATION, "svdf2"),
-    # Float32, int8 and 16x8, two shapes each: lstm, lstm_f, lstm_last, lstm_last_f, lstm_16x8 and
-    # lstm_tm_16x8 are proved by the same script; the one named here is time-major with a batch of 2.
+    # Float32, int8 and 16x8, two shapes each: lstm, lstm_f, lstm_tm_f, lstm_last, lstm_last_f,
+    # lstm_16x8 and lstm_tm_16x8 are measured by the same script (and bench/bench_board_arena.py);
+    # the one named here is time-major with a batch of 2.
     "UNIDIRECTIONAL_SEQUENCE_LSTM": (_CALIBRATION, "lstm_tm"),
     "SUM": (_CALIBRATION, "sum2"),
     "REDUCE_MAX": (_CALIBRATION, "reduce_max2"),
@@ -128,13 +129,6 @@ PROOF: dict[str, tuple[str, str]] = {
 
 #: Op kinds the memory model covers exactly (on the measured build).
 MODELLED = frozenset(PROOF)
-
-#: Modelled ops proved on the 64-bit host only: their 32-bit figures are derived from TFLM's struct
-#: layouts and kernel source (toolchain/memory/persistent.py, scratch.py), not measured, so a 32-bit
-#: target with one of them is approximate.
-HOST_MEASURED_ONLY: dict[str, str] = {
-    "UNIDIRECTIONAL_SEQUENCE_LSTM": "exact on the 64-bit host; the 32-bit builds' figures are derived, not measured",
-}
 
 # QUANTIZE and DEQUANTIZE were measured together and their tail split evenly
 # (toolchain/memory/persistent.py): exact only when the model has both.
@@ -193,9 +187,6 @@ def exactness(graph: Graph, pointer_bytes: int, kernel_library: str, core: str |
                      "are documented from its source)")
     elif pointer_bytes == 4 and core is not None and core not in MEASURED_CORES:
         build.append(f"measured on ARMv7E-M builds; {core}'s build is not measured")
-    if pointer_bytes != 8:
-        build += [f"{kind} is measured on the 64-bit host only (its {pointer_bytes * 8}-bit figures are derived)"
-                  for kind in sorted(set(graph.op_kinds) & set(HOST_MEASURED_ONLY))]
     return Exactness(unmodelled_ops(graph), tuple(build))
 
 
@@ -335,8 +326,7 @@ def coverage_rows() -> list[dict]:
         proof = PROOF.get(kind)
         rows.append({"op": kind, "custom": custom, "modelled": proof is not None,
                      "proof": f"{proof[1]} ({proof[0]})" if proof else None,
-                     "note": "exact when the model has both QUANTIZE and DEQUANTIZE" if kind in _MEASURED_AS_A_PAIR
-                     else HOST_MEASURED_ONLY.get(kind)})
+                     "note": "exact when the model has both QUANTIZE and DEQUANTIZE" if kind in _MEASURED_AS_A_PAIR else None})
     return rows
 
 

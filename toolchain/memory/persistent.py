@@ -192,7 +192,7 @@ HOST_KERNELS: dict[str, KernelTail] = {
     # (kernels/lstm_shared.h): LstmSizeInfo 20 + CellStateInfo 12 + the activation enum 4 + four
     # GateParameters (two FullyConnectedParams of 40 B each: 320) + InterGateParameters (three
     # ArithmeticParams of 104 B, 8-aligned for their int64 fields: 312, from offset 360) + four
-    # scratch indices = 688 B, measured (bench/calibrate_tail.py lstm_*: 'PB - ptrs' = 688).
+    # scratch indices = 688 B, measured (bench/calibrate_tail.py lstm*: 'PB - ptrs' = 688).
     # Prepare allocates nothing persistent; its four scratch requests are in scratch.py; the two
     # variable state tensors (inputs 18 and 19) are variable tensors (allocation_sequence).
     "UNIDIRECTIONAL_SEQUENCE_LSTM": _k(16, 4, 688),
@@ -315,10 +315,10 @@ MCU32_REFERENCE_KERNELS: dict[str, KernelTail] = _with(
     BATCH_MATMUL=KernelTail(((3, 1),), 16, shaped_prepare=_batch_matmul_prepare(12, quantization_first=True)),
     EMBEDDING_LOOKUP=KernelTail((), 0, shaped_prepare=_embedding_lookup_prepare(8)),  # {float, size_t}: 8 B
     SVDF=_k(8, 4, 36),  # TfLiteSVDFParams with a one-byte enum: 8 B
-    # UNIDIRECTIONAL_SEQUENCE_LSTM: derived, not measured on this build: with a one-byte enum the
-    # options stay 16 B (the floats after it are 4-aligned) and OpDataLSTM stays 688 B (no pointers;
-    # the enum's 3 padding bytes before the 4-aligned GateParameters; AAPCS aligns int64 to 8 too).
-    # So the host figures (inherited from HOST_KERNELS) hold; coverage.py marks it unmeasured here.
+    # UNIDIRECTIONAL_SEQUENCE_LSTM: the host figures (inherited), measured on cortex-m7: with a
+    # one-byte enum the options stay 16 B (the floats after it are 4-aligned) and OpDataLSTM stays
+    # 688 B (no pointers; the enum's padding before the 4-aligned GateParameters; AAPCS aligns int64
+    # to 8 as well).
     # One-byte enums: TfLiteDivParams, TfLiteL2NormParams, TfLiteArgMax/MinParams are 1 B;
     # LogSoftmaxOpData holds two size_t: 28 B (40 on the host). OpDataDiv is seven int32 either way.
     DIV=_k(1, 1, 28),
@@ -355,10 +355,11 @@ MCU32_CMSIS_NN_KERNELS: dict[str, KernelTail] = _with(
     # = 36 B; quantization data after the copies; no scratch (arm_fully_connected_s8_get_buffer_size
     # is 0 on DSP cores, and a 0-byte buffer is not requested).
     BATCH_MATMUL=KernelTail(((3, 1),), 36, shaped_prepare=_batch_matmul_prepare(12, quantization_first=False)),
-    # kernels/cmsis_nn/unidirectional_sequence_lstm.cc (derived, not measured): Init allocates its
-    # OpData {OpDataLSTM (688 B); cmsis_nn_lstm_params (CMSIS-NN Include/arm_nn_types.h: 15 int32
-    # and four cmsis_nn_lstm_gate of 40 B, five pointers, four int32 and a one-byte enum: 220 B)}
-    # = 908, 912 with the 8-byte alignment of OpDataLSTM; _cmsis_lstm_prepare: its kernel sums.
+    # kernels/cmsis_nn/unidirectional_sequence_lstm.cc: Init allocates its OpData {OpDataLSTM
+    # (688 B); cmsis_nn_lstm_params (CMSIS-NN Include/arm_nn_types.h: 15 int32 and four
+    # cmsis_nn_lstm_gate of 40 B, five pointers, four int32 and a one-byte enum: 220 B)} = 908, 912
+    # with the 8-byte alignment of OpDataLSTM; _cmsis_lstm_prepare: its kernel sums. Measured on
+    # cortex-m7 (float and int8 head and tail; 16x8: firmware's arena_used_bytes, calibrate_tail.FAULTS_ON).
     UNIDIRECTIONAL_SEQUENCE_LSTM=KernelTail(((16, 4),), 912, shaped_prepare=_cmsis_lstm_prepare),
 )
 

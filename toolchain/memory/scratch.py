@@ -12,7 +12,7 @@ the board's firmware links, named by the board file's ``kernel_library``:
   ``TRANSPOSE_CONV`` an int32 accumulator per output element for int8 inputs
   (``kernels/transpose_conv.cc``), ``SVDF`` one or two int32 buffers (:func:`_svdf_requests`);
   measured on the host and the 32-bit builds. ``UNIDIRECTIONAL_SEQUENCE_LSTM`` four buffers the
-  size of its cell state (:func:`_lstm_requests`), measured on the host.
+  size of its cell state (:func:`_lstm_requests`), measured on the host and the 32-bit builds.
 - ``cmsis-nn``: Arm's CMSIS-NN kernels for Cortex-M with the DSP extension (not MVE):
   ``arm_convolve_s8_get_buffer_size`` = 2 x (kernel_h x kernel_w x in_channels) int16 im2col
   columns, none for 1x1 stride-1 unpadded convolutions (``arm_convolve_1x1_s8_fast``);
@@ -108,7 +108,7 @@ def _lstm_requests(graph: Graph, i: int, cmsis_nn: bool = False) -> list[Scratch
     state, input 19: float32 or int16). ValidateTensorSize (kernels/lstm_eval_common.cc) holds
     the cell state to exactly batch x state elements, so each is the cell state's size, whatever
     time_major says. CMSIS-NN (kernels/cmsis_nn/unidirectional_sequence_lstm.cc) asks three of them
-    for an int8 or int16 input with an int16 cell state, four otherwise (derived, not measured)."""
+    for an int8 or int16 input with an int16 cell state, four otherwise."""
     op = graph.ops[i]
     src, cell = _operand(graph, op.inputs, 0), _operand(graph, op.inputs, 19)
     if src is None or cell is None:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from toolchain.firmware.codegen import RESOLVER_METHODS
+
 from toolchain.memory.coverage import (
     MODELLED,
     PROOF,
@@ -103,6 +105,8 @@ def test_the_op_lists_are_the_pinned_tflm_resolvers():
     if header is None:
         pytest.skip("no tflite-micro source tree here (set MOOFA_TFLM_SRC)")
     assert set(re.findall(r"AddBuiltin\(BuiltinOperator_([A-Z0-9_]+)", header)) == set(TFLM_BUILTIN_OPS)
+    methods = dict((op, m) for m, op in re.findall(r"TfLiteStatus (Add\w+)\([^{]*\{\s*return AddBuiltin\(BuiltinOperator_([A-Z0-9_]+)", header))
+    assert RESOLVER_METHODS == methods  # the firmware registers every op TFLM has, by its own method
     customs = set(re.findall(r'AddCustom\(\s*"([A-Za-z0-9_]+)"', header))
     assert customs <= set(TFLM_CUSTOM_OPS) and len(set(TFLM_CUSTOM_OPS) - customs) <= 1  # + the Ethos-U name
 

@@ -160,7 +160,7 @@ def verify_model(path: str | Path, targets: list, measure: bool = False, on_boar
     unmodelled = unmodelled_ops(graph)
     if graph.subgraphs:
         notes.append(f"control flow: the model has {len(graph.subgraphs) + 1} subgraphs; TFLM plans the tensors of all of "
-                     "them in one arena, moofa plans the first only, so the figures are approximate (the head may be low)")
+                     "them in one arena, moofa plans the first only, so the figures are approximate, high or low")
     if unmodelled:
         notes.append(f"approximate: the memory model does not cover {', '.join(unmodelled)} exactly (`moofa ops`); "
                      "the tail uses a generous default for unmeasured kinds, the head may be low")

@@ -970,6 +970,13 @@ def unary_f():
 
 
 @calibration_model(FLOAT32)
+def exp_f():
+    """EXP three times (kernels/exp.cc: float32 only, no Init, nothing in Prepare)."""
+    tf = _tf()
+    return Traced(lambda x: tf.exp(tf.exp(tf.exp(x * 0.1) * 0.1) * 0.1), [IMAGE_8])
+
+
+@calibration_model(FLOAT32)
 def logic_f():
     """Comparisons, logical ops and CAST."""
     tf = _tf()

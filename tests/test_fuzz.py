@@ -51,7 +51,7 @@ CASES = 10_000
 # tail figures, GATHER's output dims among them) and two it has no figures for.
 KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MEAN", "AVERAGE_POOL_2D", "MAX_POOL_2D", "SOFTMAX",
          "ADD", "MUL", "CONCATENATION", "RESHAPE", "HARD_SWISH", "QUANTIZE", "TRANSPOSE_CONV", "BATCH_MATMUL", "EMBEDDING_LOOKUP",
-         "SVDF", "SUM", "REDUCE_MAX", "MIRROR_PAD", "GATHER", "EXP", "CUSTOM")
+         "SVDF", "SUM", "REDUCE_MAX", "MIRROR_PAD", "GATHER", "ADD_N", "CUSTOM")
 _BUILTIN = {k: getattr(schema.BuiltinOperator, k) for k in KINDS}
 _TENSOR_TYPES = sorted(v for k, v in vars(schema.TensorType).items() if not k.startswith("_"))
 INT32_MIN, INT32_MAX, UINT32_MAX = -(1 << 31), (1 << 31) - 1, (1 << 32) - 1

@@ -88,6 +88,7 @@ PROOF: dict[str, tuple[str, str]] = {
     "BATCH_MATMUL": (_CALIBRATION, "bmm2"),
     "EMBEDDING_LOOKUP": (_CALIBRATION, "embed_f"),
     "SVDF": (_CALIBRATION, "svdf2"),
+    "EXP": (_CALIBRATION, "exp_f"),
     # Float32, int8 and 16x8, two shapes each: lstm, lstm_f, lstm_tm_f, lstm_last, lstm_last_f,
     # lstm_16x8 and lstm_tm_16x8 are measured by the same script (and bench/bench_board_arena.py);
     # the one named here is time-major with a batch of 2.

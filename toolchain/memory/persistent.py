@@ -234,7 +234,7 @@ HOST_KERNELS: dict[str, KernelTail] = {
     # enums: 28 B, 20 B with one-byte enums), the comparisons an OpData of ComparisonParams (seven
     # int32 and a bool: 32 B); the rest nothing.
     **{kind: _k(0, 1, 0) for kind in ("SQRT", "SQUARE", "LOG", "SIN", "COS", "FLOOR", "CEIL", "ROUND", "NEG",
-                                       "LOGICAL_AND", "LOGICAL_OR")},
+                                       "LOGICAL_AND", "LOGICAL_OR", "EXP")},  # EXP: kernels/exp.cc, no Init
     "ABS": _k(0, 1, 28),
     "RSQRT": _k(0, 1, 28),
     "CAST": _k(8, 4, 0),

@@ -31,7 +31,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is first
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from toolchain.files import write_atomically  # noqa: E402
 from toolchain.memory.estimate import estimate_arena  # noqa: E402
 from toolchain.runtime.tflm import measure  # noqa: E402
 from toolchain.tflite.reader import read_model  # noqa: E402
@@ -202,11 +202,7 @@ def build(name: str, out_dir: Path) -> Path:
     data = _convert(builder(), quantization)
     tf.keras.backend.clear_session()
     out_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-    return path
+    return write_atomically(path, data)  # the usual modes (umask), not mkstemp's 0600
 
 
 # ----------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from toolchain.errors import InputError  # noqa: E402
 from toolchain.memory.estimate import estimate_arena  # noqa: E402
 from toolchain.runtime import cortexm  # noqa: E402
-from toolchain.tflite.reader import read_model  # noqa: E402
+from toolchain.tflite.reader import parse_model  # noqa: E402
 
 
 def models(kinds: set[str], only: set[str] | None = None) -> dict[str, Path]:
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
                 if name in faults:  # calibrate_tail.FAULTS_ON: this build's runner faults on it
                     print(f"| {name} | | skipped on {lib}: its runner faults (calibrate_tail.FAULTS_ON) | | | | | |")
                     continue
-                graph = read_model(path)
+                graph = parse_model(path.read_bytes(), str(path), control_flow=True)  # control-flow models too
                 e = estimate_arena(graph, 4, lib)
                 t = time.perf_counter()
                 try:

@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from toolchain.files import write_atomically  # noqa: E402
 from toolchain.memory.estimate import estimate_arena  # noqa: E402
 from toolchain.runtime.tflm import measure  # noqa: E402
-from toolchain.tflite.reader import read_model  # noqa: E402
+from toolchain.tflite.reader import parse_model  # noqa: E402
 
 HOST_POINTER_BYTES = 8  # the tflite-micro package is a 64-bit host build
 CALIBRATION_SAMPLES = 8  # representative inputs for the int8 activation ranges
@@ -972,6 +972,88 @@ def exp_f():
     return Traced(lambda x: tf.exp(tf.exp(tf.exp(x * 0.1) * 0.1) * 0.1), [IMAGE_8])
 
 
+def _module_model(module, fn, resource_variables: bool = False) -> bytes:
+    """Convert one ``tf.function`` of a ``tf.Module`` (control flow and variables need the module:
+    the converter keeps its functions as subgraphs and its variables as resource variables)."""
+    tf = _tf()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], module)
+    if resource_variables:
+        converter.experimental_enable_resource_variables = True
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _native_output_silenced():
+        warnings.simplefilter("ignore")
+        return converter.convert()
+
+
+@calibration_model(FLOAT32)
+def if_f():
+    """IF (``tf.cond`` on a bool input): three subgraphs, the branches MUL + ADD and TANH + SUB."""
+    tf = _tf()
+
+    class Branches(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, 8], tf.float32), tf.TensorSpec([1], tf.bool)], autograph=False)
+        def cond(self, x, c):
+            return tf.cond(c[0], lambda: tf.nn.relu(x * 2.0 + 1.0), lambda: tf.tanh(x) - 1.0)
+
+    module = Branches()
+    return _module_model(module, module.cond)
+
+
+@calibration_model(FLOAT32)
+def if_mean_f():
+    """IF with reductions in both branches (MEAN and REDUCE_MAX make scratch requests, so the
+    plan holds scratch buffers of subgraph ops) around larger tensors, and work after the IF."""
+    tf = _tf()
+
+    class Branches(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 8], tf.float32), tf.TensorSpec([1], tf.bool)],
+                     autograph=False)
+        def cond(self, x, c):
+            y = tf.tanh(x)
+            z = tf.cond(c[0], lambda: tf.reduce_mean(y * 2.0, axis=[1, 2]), lambda: tf.reduce_max(y + x, axis=[1, 2]))
+            return tf.nn.relu(z) * 3.0
+
+    module = Branches()
+    return _module_model(module, module.cond)
+
+
+@calibration_model(FLOAT32)
+def while_f():
+    """WHILE (``tf.while_loop``, three steps of tanh): the condition LESS, the body ADD, TANH, MUL."""
+    tf = _tf()
+
+    class Loop(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, 8], tf.float32)], autograph=False)
+        def loop(self, x):
+            _, y = tf.while_loop(lambda i, y: i < 3, lambda i, y: (i + 1, tf.tanh(y) * 1.5), [tf.constant(0), x])
+            return y
+
+    module = Loop()
+    return _module_model(module, module.loop)
+
+
+@calibration_model(FLOAT32)
+def var_f():
+    """Two ``tf.Variable`` states updated on every call (``experimental_enable_resource_variables``):
+    CALL_ONCE runs the initialiser subgraph (VAR_HANDLE, ASSIGN_VARIABLE), the main graph reads,
+    updates and writes both (VAR_HANDLE, READ_VARIABLE, ASSIGN_VARIABLE)."""
+    tf = _tf()
+
+    class State(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.v = tf.Variable(tf.zeros([1, 8]))
+            self.w = tf.Variable(tf.zeros([1, 24]))
+
+        @tf.function(input_signature=[tf.TensorSpec([1, 8], tf.float32)], autograph=False)
+        def step(self, x):
+            self.v.assign(self.v * 0.5 + x)
+            self.w.assign(tf.concat([self.w[:, 8:], self.v.read_value()], axis=1))
+            return self.w.read_value() * 2.0
+
+    module = State()
+    return _module_model(module, module.step, resource_variables=True)
+
+
 @calibration_model(FLOAT32)
 def logic_f():
     """Comparisons, logical ops and CAST."""
@@ -1202,7 +1284,7 @@ def _op_summary(kinds: list[str]) -> str:
 
 
 def calibrate(name: str, path: Path) -> dict:
-    graph = read_model(path)
+    graph = parse_model(path.read_bytes(), str(path), control_flow=True)
     measured = measure(path)
     predicted = estimate_arena(graph)
     pointer_array_bytes = HOST_POINTER_BYTES * (len(graph.inputs) + len(graph.outputs))
@@ -1210,7 +1292,7 @@ def calibrate(name: str, path: Path) -> dict:
     ok = measured.agrees_with(predicted)
     return {
         "model": name,
-        "ops": [op.kind for op in graph.ops],
+        "ops": [op.kind for g in (graph, *graph.subgraphs) for op in g.ops],
         "measured": measured.to_dict(),
         "predicted": {"arena_head_bytes": predicted.arena_head_bytes, "arena_tail_bytes": predicted.arena_tail_bytes,
                       "tail_exact": predicted.tail_exact},

@@ -18,7 +18,7 @@ from toolchain.errors import InputError
 from toolchain.memory.coverage import tflm_refusals
 from toolchain.memory.estimate import estimate_arena
 from toolchain.runtime import cortexm
-from toolchain.tflite.reader import read_model
+from toolchain.tflite.reader import parse_model, read_model
 
 REPO = Path(__file__).resolve().parents[1]
 BUILDS = [("cortex-m7", "reference"), ("cortex-m7", "cmsis-nn")]
@@ -72,7 +72,7 @@ def test_board_build_arena_equals_the_prediction_on_the_calibration_models(board
     skipped = calibrate_tail.HOST_ONLY | calibrate_tail.FAULTS_ON.get(board_build.kernel_library, set())  # see their comments
     for name in sorted(set(calibrate_tail.MODELS) - skipped):
         path = calibrate_tail.build(name, cache)
-        e = estimate_arena(read_model(path), 4, board_build.kernel_library)
+        e = estimate_arena(parse_model(path.read_bytes(), str(path), control_flow=True), 4, board_build.kernel_library)
         m = cortexm.run_on_qemu(board_build, path)
         if not m.agrees_with(e):
             wrong.append((name, (m.arena_head_bytes, m.arena_tail_bytes), (e.arena_head_bytes, e.arena_tail_bytes)))

@@ -61,7 +61,7 @@ INT32_MIN, INT32_MAX, UINT32_MAX = -(1 << 31), (1 << 31) - 1, (1 << 32) - 1
 def outcome(data: bytes) -> str:
     """``"error"`` or ``"prediction"``; raises (AssertionError or the crash) on anything else."""
     try:
-        graph = parse_model(data, WHERE)
+        graph = parse_model(data, WHERE, control_flow=True)  # as `moofa verify` reads: every subgraph
     except InputError as e:
         message = str(e)
         assert "\n" not in message and message.startswith(WHERE + ":"), f"malformed error message {message!r}"

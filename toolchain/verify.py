@@ -17,6 +17,7 @@ from toolchain.files import read_input_bytes
 from toolchain.ir.graph import Graph
 from toolchain.memory.coverage import Exactness, exactness, tflm_refusals, unmodelled_ops
 from toolchain.memory.estimate import ArenaEstimate, estimate_arena, estimate_for_target
+from toolchain.memory.persistent import resource_variable_count
 from toolchain.tflite.reader import parse_model
 
 MEASURED_ON = "tflite-micro host interpreter (64-bit, reference kernels)"
@@ -159,8 +160,13 @@ def verify_model(path: str | Path, targets: list, measure: bool = False, on_boar
     notes = []
     unmodelled = unmodelled_ops(graph)
     if graph.subgraphs:
-        notes.append(f"control flow: the model has {len(graph.subgraphs) + 1} subgraphs; TFLM plans the tensors of all of "
-                     "them in one arena, moofa plans the first only, so the figures are approximate, high or low")
+        notes.append(f"control flow: the model has {len(graph.subgraphs) + 1} subgraphs, planned in one arena as TFLM "
+                     "plans them")
+    variables = resource_variable_count(graph)
+    if variables:
+        notes.append(f"resource variables: the figures include the {variables} the interpreter must be given "
+                     f"(MicroResourceVariables::Create(allocator, {variables}), as moofa's firmware does); without "
+                     "them VAR_HANDLE fails")
     if unmodelled:
         notes.append(f"approximate: the memory model does not cover {', '.join(unmodelled)} exactly (`moofa ops`); "
                      "the tail uses a generous default for unmeasured kinds, the head may be low")

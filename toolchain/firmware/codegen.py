@@ -25,6 +25,7 @@ from toolchain.errors import InputError
 from toolchain.files import write_atomically
 from toolchain.ir.graph import Graph
 from toolchain.memory.estimate import ArenaEstimate
+from toolchain.memory.persistent import resource_variable_count
 from toolchain.memory.planner import align_up
 from toolchain.memory.scratch import KERNEL_LIBRARIES
 from toolchain.resources import shipped_dir
@@ -207,6 +208,7 @@ def render_firmware(
         "arena_size": max(arena_size_for(estimate, target.arena_margin), align_up(allocation_min_bytes)),
         "planning_bytes": allocation_min_bytes if allocation_min_bytes > arena_size_for(estimate, target.arena_margin) else 0,
         "planning_build": allocation_build,
+        "resource_variables": resource_variable_count(graph),
         "input": src,
         "output": dst,
         "output_field": _PTR_FIELDS.get(dst.dtype, "int8"),

@@ -9,7 +9,7 @@ bytes the board's kernel library's scratch buffers request; they are planned ins
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from toolchain.ir.graph import Graph
 from toolchain.memory.persistent import estimate_tail
@@ -44,6 +44,8 @@ class ArenaEstimate:
 def estimate_arena(graph: Graph, pointer_bytes: int = 8, kernel_library: str = "reference") -> ArenaEstimate:
     """The arena TFLM needs for ``graph`` on a build with this pointer width and kernel library."""
     scratch = scratch_requests(graph, kernel_library)
+    for k, sub in enumerate(graph.subgraphs, start=1):  # control flow: kernels prepare subgraph by subgraph
+        scratch += [replace(r, subgraph=k) for r in scratch_requests(sub, kernel_library)]
     plan = plan_graph(graph, scratch)
     tail = estimate_tail(graph, pointer_bytes, scratch_count=len(scratch), kernel_library=kernel_library)
     return ArenaEstimate(

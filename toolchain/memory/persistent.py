@@ -196,6 +196,21 @@ HOST_KERNELS: dict[str, KernelTail] = {
     # Prepare allocates nothing persistent; its four scratch requests are in scratch.py; the two
     # variable state tensors (inputs 18 and 19) are variable tensors (allocation_sequence).
     "UNIDIRECTIONAL_SEQUENCE_LSTM": _k(16, 4, 688),
+    # Control flow (kernels/if.cc, while.cc, call_once.cc): TfLiteIfParams {then, else} and
+    # TfLiteWhileParams {cond, body} are two ints, TfLiteCallOnceParams one; every Init allocates
+    # its OpData, the same two ints (CALL_ONCE: an int and a bool, 8 B); Prepare nothing. What the
+    # subgraphs cost is laid out by allocation_sequence.
+    "IF": _k(8, 4, 8),
+    "WHILE": _k(8, 4, 8),
+    "CALL_ONCE": _k(4, 4, 8),
+    # Resource variables (kernels/var_handle.cc, read_variable.cc, assign_variable.cc):
+    # TfLiteVarHandleParams {container*, shared_name*}, VAR_HANDLE's OpData {int32 resource_id};
+    # READ_VARIABLE and ASSIGN_VARIABLE parse nothing; ASSIGN_VARIABLE's Init allocates its OpData
+    # {int scratch_index} only in a build with USE_TFLM_COMPRESSION (the host package's). The
+    # first ASSIGN_VARIABLE of each variable allocates its buffer in Prepare: resource_buffers.
+    "VAR_HANDLE": _k(16, 8, 4),
+    "READ_VARIABLE": _k(0, 1, 0),
+    "ASSIGN_VARIABLE": _k(0, 1, 4),
     # Ops without pointers or enums in their structs (the same on 32-bit builds): TfLiteGatherParams
     # {axis, batch_dims}, TfLiteDepthToSpaceParams / TfLiteSpaceToDepthParams / TfLiteSplitParams
     # {one int}, TfLiteResize*Params {two bools}, TfLiteLeakyReluParams {float alpha}
@@ -269,19 +284,32 @@ class Abi:
     tflite_tensor_bytes: int  # sizeof(TfLiteTensor) in the TF_LITE_STATIC_MEMORY build
     affine_quantization_bytes: int  # sizeof(TfLiteAffineQuantization)
     scratch_handle_bytes: int  # sizeof(ScratchBufferHandle)
+    # sizeof(SubgraphAllocations) {node_and_registrations*, tensors*} and, in a build with
+    # USE_TFLM_COMPRESSION, a CompressedTensorList pointer (micro_allocator.h): one per subgraph,
+    # the last of the allocator objects (MicroAllocator::StartModelAllocation); the prefix holds one.
+    subgraph_allocations_bytes: int
+    # sizeof(MicroBuiltinDataAllocator) {vtable*, allocator*}: carved just before the SubgraphAllocations.
+    builtin_data_allocator_bytes: int
+    # Resource variables (MicroResourceVariables::Create, micro_resource_variable.cc), made by the
+    # caller before the interpreter, so between the allocator's own objects and the two above:
+    # sizeof(MicroResourceVariables) {array*, int, int}, then an array of MicroResourceVariable
+    # {container*, shared_name*, buffer*, size_t bytes, int8 default}, both 16-aligned.
+    resource_variables_bytes: int
+    resource_variable_bytes: int
 
 
 # 64-bit host: every figure measured (bench/calibrate_tail.py); the prefix is the tail of a
-# one-op model minus everything the replay accounts for.
-HOST_ABI = Abi(8, 488, 24, 64, 64, 24, 8)
+# one-op model minus everything the replay accounts for. The package's build has compression on:
+# each more subgraph adds 24 B (calibration models if_f, while_f).
+HOST_ABI = Abi(8, 488, 24, 64, 64, 24, 8, 24, 16, 16, 40)
 
 # 32-bit Cortex-M build, measured (bench/bench_board_arena.py on TFLM built for cortex-m7): the
 # allocator objects of firmware's plain MicroAllocator take 132 B (TFLM's RecordingMicroAllocator,
 # which measurements use, takes 236); TfLiteEvalTensor {data*, dims*, type} = 12;
 # NodeAndRegistration = 32; TfLiteTensor of the TF_LITE_STATIC_MEMORY build = 32 (its enums are
 # one byte); TfLiteAffineQuantization {scale*, zero_point*, quantized_dimension} = 12; a scratch
-# handle 4. The prediction is the arena firmware needs: MicroInterpreter::arena_used_bytes().
-MCU32_ABI = Abi(4, 132, 12, 32, 32, 12, 4)
+# handle 4; SubgraphAllocations 8 (TFLM's Makefile builds without compression). The prediction is the arena firmware needs: MicroInterpreter::arena_used_bytes().
+MCU32_ABI = Abi(4, 132, 12, 32, 32, 12, 4, 8, 8, 12, 20)
 
 
 def abi_for(pointer_bytes: int) -> Abi:
@@ -330,6 +358,9 @@ MCU32_REFERENCE_KERNELS: dict[str, KernelTail] = _with(
     RSQRT=_k(0, 1, 20),
     CAST=_k(2, 1, 0),
     MIRROR_PAD=_k(1, 1, 20),
+    # TfLiteVarHandleParams of two 4-byte pointers; no ASSIGN_VARIABLE OpData without compression.
+    VAR_HANDLE=_k(8, 4, 4),
+    ASSIGN_VARIABLE=_k(0, 1, 0),
 )
 
 # The 32-bit build with CMSIS-NN kernels (OPTIMIZED_KERNEL_DIR=cmsis_nn on a DSP core, measured
@@ -437,13 +468,55 @@ def op_allocations(graph: Graph, op, kernels: dict[str, KernelTail] = HOST_KERNE
     return builtin, init, prepare
 
 
+def resource_variable_count(graph: Graph) -> int:
+    """How many resource variables the model's interpreter is made with: the distinct shared
+    names of its VAR_HANDLE ops, every subgraph (the host package counts them so,
+    ``count_resource_variables`` in tflite_micro's runtime.py; moofa's firmware does the same)."""
+    return len({op.attrs.get("shared_name", "") for g in (graph, *graph.subgraphs) for op in g.ops if op.kind == "VAR_HANDLE"})
+
+
+def resource_buffers(graph: Graph) -> dict[tuple[int, int], int]:
+    """(subgraph, op) -> bytes of the resource-variable buffer that op's Prepare allocates.
+
+    ASSIGN_VARIABLE's Prepare allocates its variable's buffer, the size of the value it assigns,
+    when the variable has none yet and the handle it is given already holds its id: the handle
+    is the output of a VAR_HANDLE prepared before it, in the same subgraph (kernels prepare
+    subgraph by subgraph, in op order). A handle passed in from another subgraph holds no id at
+    Prepare, and nothing is allocated (kernels/assign_variable.cc)."""
+    out: dict[tuple[int, int], int] = {}
+    allocated: set[str] = set()
+    for k, g in enumerate((graph, *graph.subgraphs)):
+        handles: dict[int, str] = {}
+        for i, op in enumerate(g.ops):
+            if op.kind == "VAR_HANDLE" and op.outputs:
+                handles[op.outputs[0]] = op.attrs.get("shared_name", "")
+            elif op.kind == "ASSIGN_VARIABLE" and len(op.inputs) >= 2 and op.inputs[0] in handles:
+                name = handles[op.inputs[0]]
+                value = _operand(g, op.inputs, 1)
+                if name not in allocated and value is not None:
+                    allocated.add(name)
+                    out[(k, i)] = value.nbytes
+    return out
+
+
 def allocation_sequence(graph: Graph, abi: Abi, scratch_count: int, kernels: dict[str, KernelTail] = HOST_KERNELS):
-    """(kind, size, alignment) of every tail allocation, in TFLM's order."""
-    per_op = [op_allocations(graph, op, kernels) for op in graph.ops]
-    seq = [
-        ("TfLiteEvalTensor data", abi.eval_tensor_bytes * len(graph.tensors), abi.pointer_bytes),
-        ("NodeAndRegistration struct", abi.node_and_registration_bytes * len(graph.ops), abi.pointer_bytes),
-    ]
+    """(kind, size, alignment) of every tail allocation after the allocator objects, in TFLM's
+    order. With control flow, every step runs over the subgraphs in turn (MicroAllocator's
+    AllocateTfLiteEvalTensors, AllocateNodeAndRegistrations and AllocateVariables, and
+    MicroInterpreterGraph's InitSubgraphs and PrepareSubgraphs loop over them); only the main
+    graph's inputs and outputs get TfLiteTensor structs (MicroInterpreter)."""
+    every = [graph, *graph.subgraphs]
+    per_op = [op_allocations(g, op, kernels) for g in every for op in g.ops]
+    variables = resource_buffers(graph)
+    if variables:
+        keys = [(k, i) for k, g in enumerate(every) for i in range(len(g.ops))]
+        per_op = [(b, init, prepare + [(variables[key], PERSISTENT_BUFFER_ALIGNMENT)] if key in variables else prepare)
+                  for key, (b, init, prepare) in zip(keys, per_op)]
+    seq = []
+    if graph.subgraphs:  # the prefix holds one SubgraphAllocations; the array is one allocation
+        seq.append(("allocator objects", abi.subgraph_allocations_bytes * len(every), abi.pointer_bytes))
+    seq += [("TfLiteEvalTensor data", abi.eval_tensor_bytes * len(g.tensors), abi.pointer_bytes) for g in every]
+    seq += [("NodeAndRegistration struct", abi.node_and_registration_bytes * len(g.ops), abi.pointer_bytes) for g in every]
     seq += [("builtin data", size, align) for builtin, _, _ in per_op for size, align in builtin]
     seq += [("Persistent buffer data", size, align) for _, init, _ in per_op for size, align in init]
     seq += [("Persistent buffer data", size, align) for _, _, prepare in per_op for size, align in prepare]
@@ -452,9 +525,10 @@ def allocation_sequence(graph: Graph, abi: Abi, scratch_count: int, kernels: dic
     # Variable tensors (an SVDF's or LSTM's state): MicroAllocator::AllocateVariables, called from
     # CommitStaticMemoryPlan after the scratch handles, gives each one that the offline plan does
     # not place a persistent buffer, in tensor order (micro_allocator.cc).
-    offline = graph.offline_offsets
-    seq += [("variable tensor data", t.nbytes, PERSISTENT_BUFFER_ALIGNMENT) for k, t in enumerate(graph.tensors)
-            if t.is_variable and (offline is None or k >= len(offline) or offline[k] == -1)]
+    for g in every:
+        offline = g.offline_offsets
+        seq += [("variable tensor data", t.nbytes, PERSISTENT_BUFFER_ALIGNMENT) for k, t in enumerate(g.tensors)
+                if t.is_variable and (offline is None or k >= len(offline) or offline[k] == -1)]
     for group in (graph.inputs, graph.outputs):
         seq.append(("Persistent buffer data", abi.pointer_bytes * len(group), PERSISTENT_BUFFER_ALIGNMENT))
         for t in group:
@@ -477,10 +551,20 @@ def estimate_tail(graph: Graph, pointer_bytes: int = 8, scratch_count: int = 0,
     # The arena end is 16-byte aligned; the tail grows down from it.
     p = -abi.prefix_bytes
     by_kind: dict[str, int] = {"allocator objects": abi.prefix_bytes}
+    variables = resource_variable_count(graph)
+    if variables:  # made between the allocator's objects and the builtin-data allocator
+        p += abi.builtin_data_allocator_bytes + abi.subgraph_allocations_bytes
+        for size in (abi.resource_variables_bytes, abi.resource_variable_bytes * variables):
+            p = (p - size) // PERSISTENT_BUFFER_ALIGNMENT * PERSISTENT_BUFFER_ALIGNMENT
+        p = (p - abi.builtin_data_allocator_bytes - abi.subgraph_allocations_bytes) // abi.pointer_bytes * abi.pointer_bytes
+        by_kind["resource variables"] = -p - abi.prefix_bytes
+    if graph.subgraphs:  # allocation_sequence lays out the whole SubgraphAllocations array
+        p += abi.subgraph_allocations_bytes
+        by_kind["allocator objects"] -= abi.subgraph_allocations_bytes
     for kind, size, align in allocation_sequence(graph, abi, scratch_count, kernels):
         before = p
         p = (p - size) // align * align
         by_kind[kind] = by_kind.get(kind, 0) + before - p
-    unknown = sorted({op.kind for op in graph.ops if op.kind not in kernels})
+    unknown = sorted({op.kind for g in (graph, *graph.subgraphs) for op in g.ops if op.kind not in kernels})
     measured = (pointer_bytes, kernel_library) in KERNEL_TAILS
     return TailEstimate(-p, exact=not unknown and measured, unknown_kinds=unknown, by_kind=by_kind)

@@ -23,6 +23,17 @@ needs, byte for byte, we reproduce that planner here. The algorithm, as TFLM imp
    first gap that is large enough wins; otherwise it goes after the last one).
 5. The head is the largest ``offset + size`` of all placed buffers.
 
+A model with control flow (``IF``, ``WHILE``, ``CALL_ONCE``: several subgraphs) is planned as
+TFLM plans it, all subgraphs in one arena with one clock (``MarkAllocationLifetimes`` and
+``MarkSubgraphLifetimesIfNecessary`` in ``micro_allocation_info.cc``): the walk starts at
+subgraph 0, and at a control-flow op, after its outputs are created, the clock steps once per
+subgraph the op runs (IF: then, else; WHILE: cond, body; CALL_ONCE: init) and walks that subgraph
+in turn, its inputs created and used at the scope it starts in, its outputs used at the scope it
+ends in. The op's inputs and outputs, and its scratch buffers, then live until the scope after its
+last subgraph. Buffers are added subgraph by subgraph in tensor order, then every scratch request
+(kernels prepare subgraph 0's ops first, then subgraph 1's, ...). A subgraph no op runs keeps the
+lifetime (-1, -1), and is still placed.
+
 The same module gives the liveness lower bound (the largest total size of buffers alive in one
 scope, a floor no planner can beat) and the per-op live-memory profile.
 """
@@ -52,6 +63,7 @@ class ScratchRequest:
     op_index: int
     size_bytes: int
     why: str = ""
+    subgraph: int = 0  # the subgraph whose op made it (control flow)
 
 
 @dataclass(frozen=True)
@@ -64,15 +76,19 @@ class Buffer:
     tensor: int = -1
     scratch: ScratchRequest | None = None
     offline_offset: int = ONLINE
+    subgraph: int = 0  # the tensor's subgraph (control flow); 0 for the main graph
 
     def overlaps(self, other: "Buffer") -> bool:
         return not (self.first_scope > other.last_scope or other.first_scope > self.last_scope)
 
     @property
     def label(self) -> str:
+        where = f"s{self.subgraph}:" if self.subgraph else ""
         if self.tensor >= 0:
-            return f"t{self.tensor}"
-        return f"scratch@op{self.scratch.op_index}" if self.scratch else "scratch"
+            return f"{where}t{self.tensor}"
+        if self.scratch is None:
+            return "scratch"
+        return f"scratch@{'s%d:' % self.scratch.subgraph if self.scratch.subgraph else ''}op{self.scratch.op_index}"
 
 
 def tensor_lifetimes(graph: Graph) -> dict[int, tuple[int, int]]:
@@ -104,12 +120,77 @@ def tensor_lifetimes(graph: Graph) -> dict[int, tuple[int, int]]:
     return {t: (first[t], last[t]) for t in first}
 
 
-def arena_buffers(graph: Graph, scratch: list[ScratchRequest] | tuple = ()) -> list[Buffer]:
-    """The buffers TFLM plans for ``graph``, in the order it adds them (step 2)."""
-    lifetimes = tensor_lifetimes(graph)
+#: The ops that run other subgraphs; ``Op.attrs["subgraphs"]`` lists them in the order TFLM walks
+#: them (:mod:`toolchain.tflite.reader`).
+CONTROL_FLOW_OPS = frozenset({"IF", "WHILE", "CALL_ONCE"})
+
+
+def called_subgraphs(op) -> tuple[int, ...]:
+    """The subgraph indices a control-flow op runs (none for any other op)."""
+    return tuple(op.attrs.get("subgraphs", ())) if op.kind in CONTROL_FLOW_OPS else ()
+
+
+@dataclass
+class ModelLifetimes:
+    """One clock over every subgraph (control flow): each subgraph's tensor lifetimes, the scopes
+    each op's scratch buffers live in, and the number of scopes."""
+
+    tensors: list[dict[int, tuple[int, int]]]
+    ops: dict[tuple[int, int], tuple[int, int]]
+    num_scopes: int
+
+
+def model_lifetimes(graph: Graph) -> ModelLifetimes:
+    """Lifetimes of the tensors of every subgraph of ``graph`` as TFLM's AllocationInfoBuilder
+    marks them: a walk from subgraph 0 into the subgraphs its control-flow ops run. The reader
+    refuses a model whose subgraphs run themselves (TFLM would recurse without end)."""
+    subgraphs = [graph, *graph.subgraphs]
+    first: list[dict[int, int]] = [{} for _ in subgraphs]
+    last: list[dict[int, int]] = [{} for _ in subgraphs]
+    op_first: dict[tuple[int, int], int] = {}
+    op_last: dict[tuple[int, int], int] = {}
+    scope = 0
+
+    def walk(k: int) -> None:
+        nonlocal scope
+        g, f, l = subgraphs[k], first[k], last[k]
+        for t in g.inputs:
+            f.setdefault(t, scope)
+            l[t] = scope
+        for i, op in enumerate(g.ops):
+            scope += 1
+            for t in op.outputs:
+                f.setdefault(t, scope)
+            start = scope
+            for child in called_subgraphs(op):
+                if 0 <= child < len(subgraphs):
+                    scope += 1
+                    walk(child)
+            for t in op.inputs:
+                if t >= 0:
+                    l[t] = scope  # read but never created: its first scope stays -1, as in TFLM
+            for t in op.outputs:
+                l[t] = scope
+            op_first.setdefault((k, i), start)
+            op_last[(k, i)] = scope
+        for t in g.outputs:
+            f.setdefault(t, scope)
+            l[t] = scope
+
+    walk(0)
+    tensors = [{t: (f.get(t, -1), l[t]) for t in l} for f, l in zip(first, last)]
+    return ModelLifetimes(tensors, {key: (op_first[key], op_last[key]) for key in op_first}, scope + 1)
+
+
+def _tensor_buffers(graph: Graph, lifetimes: dict[int, tuple[int, int]], subgraph: int = 0) -> list[Buffer]:
     offline = graph.offline_offsets
+    # A VAR_HANDLE's output points at the kernel's OpData once it is prepared (var_handle.cc),
+    # before TFLM plans the arena: it needs no buffer.
+    handles = {t for op in graph.ops if op.kind == "VAR_HANDLE" for t in op.outputs}
     buffers = []
     for index, tensor in enumerate(graph.tensors):
+        if index in handles:
+            continue
         # A variable tensor lives in the tail, unless the offline plan places it (TFLM
         # micro_allocation_info.cc: an offline-planned variable needs allocating in the head).
         placed_offline = offline is not None and index < len(offline) and offline[index] != ONLINE
@@ -127,11 +208,33 @@ def arena_buffers(graph: Graph, scratch: list[ScratchRequest] | tuple = ()) -> l
                 last_scope=last,
                 tensor=index,
                 offline_offset=offline[index] if offline else ONLINE,
+                subgraph=subgraph,
             )
         )
+    return buffers
+
+
+def arena_buffers(graph: Graph, scratch: list[ScratchRequest] | tuple = ()) -> list[Buffer]:
+    """The buffers TFLM plans for ``graph``, in the order it adds them (step 2); with control
+    flow, those of every subgraph (``ScratchRequest.subgraph`` says whose op made a request)."""
+    if graph.subgraphs:
+        return _model_buffers(graph, scratch)
+    buffers = _tensor_buffers(graph, tensor_lifetimes(graph))
     for request in scratch:
         scope = request.op_index + 1
         buffers.append(Buffer(align_up(request.size_bytes), scope, scope, scratch=request))
+    return buffers
+
+
+def _model_buffers(graph: Graph, scratch) -> list[Buffer]:
+    lifetimes = model_lifetimes(graph)
+    buffers = []
+    for k, sub in enumerate([graph, *graph.subgraphs]):
+        buffers += _tensor_buffers(sub, lifetimes.tensors[k], k)
+    for request in scratch:
+        # A request of an op the walk never reaches keeps TFLM's (-1, -1).
+        first, last = lifetimes.ops.get((request.subgraph, request.op_index), (-1, -1))
+        buffers.append(Buffer(align_up(request.size_bytes), first, last, scratch=request))
     return buffers
 
 
@@ -222,7 +325,8 @@ class MemoryPlan:
         return self.profile[1:]
 
     def offset_of_tensor(self) -> dict[int, int]:
-        return {b.tensor: o for b, o in zip(self.buffers, self.offsets) if b.tensor >= 0}
+        """Arena offset of each planned tensor of the main graph (subgraph 0)."""
+        return {b.tensor: o for b, o in zip(self.buffers, self.offsets) if b.tensor >= 0 and b.subgraph == 0}
 
     def render(self, width: int = 72) -> str:
         """A text picture of the plan, one row per scope (for ``--debug``)."""
@@ -244,4 +348,5 @@ class MemoryPlan:
 def plan_graph(graph: Graph, scratch: list[ScratchRequest] | tuple = ()) -> MemoryPlan:
     """Plan ``graph``'s arena head exactly as TFLM's greedy planner does."""
     buffers = arena_buffers(graph, scratch)
-    return MemoryPlan(buffers, greedy_offsets(buffers), num_scopes=len(graph.ops) + 1)
+    scopes = model_lifetimes(graph).num_scopes if graph.subgraphs else len(graph.ops) + 1
+    return MemoryPlan(buffers, greedy_offsets(buffers), num_scopes=scopes)

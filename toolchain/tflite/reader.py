@@ -17,6 +17,7 @@ from ai_edge_litert import schema_py_generated as schema
 from toolchain.errors import InputError, UnsupportedModelError
 from toolchain.files import read_input_bytes
 from toolchain.ir.graph import Graph, Op, Tensor
+from toolchain.memory.planner import called_subgraphs
 
 OFFLINE_PLAN_METADATA = "OfflineMemoryAllocation"
 
@@ -86,7 +87,7 @@ def _parse(data: bytes, where: str, control_flow: bool = False) -> Graph:
     if n_subgraphs > 1 and not control_flow:
         raise UnsupportedModelError(
             f"{where}: model has {n_subgraphs} subgraphs (control flow: IF, WHILE, CALL_ONCE); `moofa verify` reads it "
-            "(approximate figures), the rest of moofa covers single-subgraph models"
+            "(exact figures), the rest of moofa covers single-subgraph models"
         )
     n_buffers = bounds.count(model.BuffersLength(), "buffers")
     buffer_has_data = []
@@ -109,14 +110,62 @@ def _parse(data: bytes, where: str, control_flow: bool = False) -> Graph:
 
     graph = _parse_subgraph(model, 0, op_kinds, buffer_has_data, bounds, where)
     if n_subgraphs > 1:
-        # The other subgraphs (IF's branches, WHILE's condition and body, CALL_ONCE's init) are
-        # read whole, so that a bad one is the same one-line error; the memory model plans the
-        # first only (verify marks the figures approximate). An offline plan then indexes the
-        # tensors of every subgraph in turn, which the first alone does not describe: not read.
+        # The other subgraphs (IF's branches, WHILE's condition and body, CALL_ONCE's init),
+        # which TFLM plans in the same arena (toolchain/memory/planner.py). An offline plan
+        # indexes the tensors of every subgraph in turn.
         graph.subgraphs = [_parse_subgraph(model, k, op_kinds, buffer_has_data, bounds, where) for k in range(1, n_subgraphs)]
+        _check_control_flow(graph, where)
+        every = [graph, *graph.subgraphs]
+        offsets = _offline_plan(model, bounds, len(buffer_has_data), sum(len(g.tensors) for g in every), where)
+        if offsets is not None:
+            start = 0
+            for g in every:
+                g.offline_offsets, start = offsets[start:start + len(g.tensors)], start + len(g.tensors)
     else:
         graph.offline_offsets = _offline_plan(model, bounds, len(buffer_has_data), len(graph.tensors), where)
     return graph
+
+
+#: Deeper nesting of control flow than this, or more op visits in TFLM's lifetime walk, is
+#: refused: the walk (toolchain/memory/planner.py, like TFLM's) recurses once per level and
+#: visits a subgraph once per op that runs it.
+MAX_CONTROL_FLOW_DEPTH = 100
+MAX_CONTROL_FLOW_VISITS = 1_000_000
+
+
+def _check_control_flow(graph: Graph, where: str) -> None:
+    """What TFLM cannot run: a control-flow op naming a subgraph that does not exist (its
+    Prepare fails) or a subgraph that runs itself (TFLM's lifetime walk would never end)."""
+    every = [graph, *graph.subgraphs]
+    for k, g in enumerate(every):
+        for i, op in enumerate(g.ops):
+            for child in called_subgraphs(op):
+                if not 0 <= child < len(every):
+                    raise InputError(f"{where}: {'subgraph %d ' % k if k else ''}op #{i} {op.kind} runs subgraph {child}, "
+                                     f"and the model has {len(every)}")
+    visits: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    state: dict[int, str] = {}
+    stack = [(0, iter(c for op in graph.ops for c in called_subgraphs(op)))]
+    state[0] = "open"
+    while stack:  # depth-first, without Python's recursion: a cycle is a subgraph met while open
+        k, children = stack[-1]
+        child = next(children, None)
+        if child is None:
+            stack.pop()
+            state[k] = "done"
+            kids = [c for op in every[k].ops for c in called_subgraphs(op)]
+            visits[k] = len(every[k].ops) + sum(visits[c] for c in kids)
+            depth[k] = 1 + max((depth[c] for c in kids), default=0)
+            if visits[k] > MAX_CONTROL_FLOW_VISITS or depth[k] > MAX_CONTROL_FLOW_DEPTH:
+                raise InputError(f"{where}: control flow nested {depth[k]} deep with {visits[k]:,} op visits; moofa plans "
+                                 f"at most {MAX_CONTROL_FLOW_DEPTH} levels and {MAX_CONTROL_FLOW_VISITS:,} visits")
+            continue
+        if state.get(child) == "open":
+            raise InputError(f"{where}: subgraph {child} runs itself (control flow in a cycle); TFLM cannot plan it")
+        if child not in state:
+            state[child] = "open"
+            stack.append((child, iter(c for op in every[child].ops for c in called_subgraphs(op))))
 
 
 def _parse_subgraph(model, index: int, op_kinds: list[str], buffer_has_data: list[bool], bounds: _Bounds, where: str) -> Graph:
@@ -194,10 +243,31 @@ def _parse_subgraph(model, index: int, op_kinds: list[str], buffer_has_data: lis
 _PADDING = {schema.Padding.SAME: "SAME", schema.Padding.VALID: "VALID"}
 
 
+# Control-flow options: the subgraph indices each op runs, in the order TFLM's
+# AllocationInfoBuilder::MarkSubgraphLifetimesIfNecessary visits them (micro_allocation_info.cc).
+_CONTROL_FLOW_OPTIONS = {
+    schema.BuiltinOptions.IfOptions: (schema.IfOptions, ("ThenSubgraphIndex", "ElseSubgraphIndex")),
+    schema.BuiltinOptions.WhileOptions: (schema.WhileOptions, ("CondSubgraphIndex", "BodySubgraphIndex")),
+    schema.BuiltinOptions.CallOnceOptions: (schema.CallOnceOptions, ("InitSubgraphIndex",)),
+}
+
+
 def _conv_attrs(o) -> dict:
     """Stride, padding and dilation of a convolution or transpose convolution (what kernel
-    scratch sizes depend on); BATCH_MATMUL's adjoint flags (what its tail depends on)."""
+    scratch sizes depend on); BATCH_MATMUL's adjoint flags (what its tail depends on); the
+    subgraphs a control-flow op runs (what the arena plan of a multi-subgraph model depends on)."""
     kind = o.BuiltinOptionsType()
+    if kind in _CONTROL_FLOW_OPTIONS:  # the subgraphs an IF, WHILE or CALL_ONCE runs, in TFLM's order
+        options_class, fields = _CONTROL_FLOW_OPTIONS[kind]
+        opts = options_class()
+        table = o.BuiltinOptions()
+        opts.Init(table.Bytes, table.Pos)
+        return {"subgraphs": tuple(int(getattr(opts, f)()) for f in fields)}
+    if kind == schema.BuiltinOptions.VarHandleOptions:  # which resource variable (TFLM keys them by name)
+        opts = schema.VarHandleOptions()
+        table = o.BuiltinOptions()
+        opts.Init(table.Bytes, table.Pos)
+        return {"container": _name(opts.Container()) or "", "shared_name": _name(opts.SharedName()) or ""}
     if kind == schema.BuiltinOptions.BatchMatMulOptions:  # what BATCH_MATMUL keeps transposed copies of
         opts = schema.BatchMatMulOptions()
         table = o.BuiltinOptions()

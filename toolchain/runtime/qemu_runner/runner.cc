@@ -3,7 +3,8 @@
 // Reads `moofa-model.tflite` (and, when present, `moofa-inputs.bin`: every input tensor's bytes
 // in order) from QEMU's working folder through semihosting, builds the interpreter the way the
 // tflite-micro host package does (a RecordingMicroAllocator carved from one arena, every op
-// TFLM offers registered, no resource variables), sets the inputs (zeros without the file),
+// TFLM offers registered, one resource variable per distinct VAR_HANDLE name, as the package's
+// runtime.py counts them and moofa's firmware makes them), sets the inputs (zeros without the file),
 // invokes once and prints, one fact per line:
 //
 //   moofa-runner: allocate ok | moofa-runner: allocate failed
@@ -19,12 +20,15 @@
 // AllocateTensors fails and 4 when Invoke fails. The model and the arena live in the board's
 // PSRAM (MOOFA_PSRAM_BASE, 16 MiB): the model in the first half, the arena in the second.
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 
+#include "tensorflow/lite/micro/micro_allocator.h"
 #include "tensorflow/lite/micro/micro_interpreter.h"
 #include "tensorflow/lite/micro/micro_mutable_op_resolver.h"
+#include "tensorflow/lite/micro/micro_resource_variable.h"
 #include "tensorflow/lite/micro/recording_micro_allocator.h"
 #include "tensorflow/lite/schema/schema_generated.h"
 
@@ -52,6 +56,34 @@ long ReadFile(const char* name, uint8_t* into, size_t room) {
   return more ? -2 : static_cast<long>(n);
 }
 
+// The distinct shared names of the model's VAR_HANDLE ops, every subgraph.
+int ResourceVariableCount(const tflite::Model* model) {
+  const char* names[256];
+  int count = 0;
+  if (model->subgraphs() == nullptr || model->operator_codes() == nullptr) return 0;
+  for (const tflite::SubGraph* subgraph : *model->subgraphs()) {
+    if (subgraph->operators() == nullptr) continue;
+    for (const tflite::Operator* op : *subgraph->operators()) {
+      if (op->opcode_index() >= model->operator_codes()->size()) continue;
+      const tflite::OperatorCode* code = model->operator_codes()->Get(op->opcode_index());
+      // The schema keeps the code in builtin_code since v3a, in the deprecated byte before.
+      const int builtin = std::max(static_cast<int>(code->builtin_code()), static_cast<int>(code->deprecated_builtin_code()));
+      if (builtin != tflite::BuiltinOperator_VAR_HANDLE) continue;
+      const tflite::VarHandleOptions* options = op->builtin_options_as_VarHandleOptions();
+      const char* name = options != nullptr && options->shared_name() != nullptr ? options->shared_name()->c_str() : "";
+      bool seen = false;
+      for (int i = 0; i < count && !seen; ++i) seen = std::strcmp(names[i], name) == 0;
+      if (!seen && count < 256) names[count++] = name;
+    }
+  }
+  return count;
+}
+
+// An interpreter on `allocator`, with the model's resource variables carved from it first.
+tflite::MicroResourceVariables* Variables(tflite::MicroAllocator* allocator, int count) {
+  return count > 0 ? tflite::MicroResourceVariables::Create(allocator, count) : nullptr;
+}
+
 }  // namespace
 
 int main() {
@@ -63,11 +95,13 @@ int main() {
   const tflite::Model* model = tflite::GetModel(kModel);
   static tflite::MicroMutableOpResolver<kOps> resolver;
 #include "moofa_ops.inc"
+  const int variables = ResourceVariableCount(model);
 
   size_t firmware_used = 0;
   {
     // What firmware gets: MicroInterpreter on its own arena, no recording (AllocateTensors only).
-    tflite::MicroInterpreter firmware(model, resolver, kArena, kHalf);
+    tflite::MicroAllocator* plain = tflite::MicroAllocator::Create(kArena, kHalf);
+    tflite::MicroInterpreter firmware(model, resolver, plain, Variables(plain, variables));
     if (firmware.AllocateTensors() == kTfLiteOk) {
       firmware_used = firmware.arena_used_bytes();
       std::printf("moofa-firmware-arena-used %u\n", static_cast<unsigned>(firmware_used));
@@ -78,7 +112,9 @@ int main() {
     // room (the planner's working memory) that the final figure does not show.
     size_t lo = firmware_used & ~static_cast<size_t>(15), hi = firmware_used + 16 * 1024;
     auto fits = [&](size_t n) {
-      tflite::MicroInterpreter probe(model, resolver, kArena, n);
+      tflite::MicroAllocator* small = tflite::MicroAllocator::Create(kArena, n);
+      if (small == nullptr) return false;
+      tflite::MicroInterpreter probe(model, resolver, small, Variables(small, variables));
       return probe.AllocateTensors() == kTfLiteOk;
     };
     while (!fits(hi) && hi < kHalf) hi *= 2;
@@ -90,7 +126,7 @@ int main() {
   }
   std::memset(kArena, 0, kHalf);
   tflite::RecordingMicroAllocator* allocator = tflite::RecordingMicroAllocator::Create(kArena, kHalf);
-  tflite::MicroInterpreter interpreter(model, resolver, allocator, nullptr);
+  tflite::MicroInterpreter interpreter(model, resolver, allocator, Variables(allocator, variables));
   if (interpreter.AllocateTensors() != kTfLiteOk) {
     std::printf("moofa-runner: allocate failed\n");
     allocator->PrintAllocations();

@@ -1032,6 +1032,27 @@ def while_f():
 
 
 @calibration_model(FLOAT32)
+def nested_f():
+    """A WHILE inside an IF's branch (five subgraphs: the clock steps into the branch, then into
+    the loop's condition and body), a MEAN in the other branch, work before and after."""
+    tf = _tf()
+
+    class Nested(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, 16], tf.float32), tf.TensorSpec([1], tf.bool)], autograph=False)
+        def nested(self, x, c):
+            def loop(y):
+                return tf.while_loop(lambda i, y: i < 2, lambda i, y: (i + 1, tf.tanh(y) * 1.5), [tf.constant(0), y])[1]
+
+            def mean(y):
+                return tf.reduce_mean(tf.reshape(y, [1, 4, 4, 1]), axis=[1, 2]) + y
+
+            return tf.cond(c[0], lambda: loop(x * 2.0), lambda: mean(x)) * 3.0
+
+    module = Nested()
+    return _module_model(module, module.nested)
+
+
+@calibration_model(FLOAT32)
 def var_f():
     """Two ``tf.Variable`` states updated on every call (``experimental_enable_resource_variables``):
     CALL_ONCE runs the initialiser subgraph (VAR_HANDLE, ASSIGN_VARIABLE), the main graph reads,
@@ -1083,7 +1104,8 @@ def misc_f():
 
 @calibration_model(FLOAT32)
 def logic2_f():
-    """LOGICAL_NOT of a bool input, EQUAL, GATHER_ND by int32 indices, EXPAND_DIMS and SQUEEZE."""
+    """LOGICAL_NOT of a bool input, EQUAL, GATHER_ND by int32 indices (the converter folds the
+    EXPAND_DIMS and SQUEEZE around the gather away: expand_squeeze_f assembles them)."""
     tf = _tf()
     table = _constant((4, 4, 8), seed=6)
 
@@ -1092,6 +1114,177 @@ def logic2_f():
         return tf.logical_not(b), tf.equal(x, y), rows
 
     return Traced(f, [(1, 8), (1, 8), (1, 8), (3, 2)], ("bool", "float32", "float32", "int32"))
+
+
+def _assembled(tensors: list[tuple], operators: list[tuple], inputs: list[int], outputs: list[int]) -> bytes:
+    """A one-subgraph model assembled with the LiteRT schema's object API, for ops TensorFlow's
+    converter folds or rewrites (EXPAND_DIMS and SQUEEZE become RESHAPE, ZEROS_LIKE of a static
+    shape a constant; no TensorFlow op converts to L2_POOL_2D or to an int8 CUMSUM).
+    ``tensors``: (shape, TensorType, constant numpy data or None, (scale, zero point) or None);
+    ``operators``: (BuiltinOperator, inputs, outputs, BuiltinOptions type, options object or None)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model, sub = schema.ModelT(), schema.SubGraphT()
+    model.version, model.buffers, sub.tensors, sub.operators, model.operatorCodes = 3, [schema.BufferT()], [], [], []
+    for k, (shape, ttype, data, quant) in enumerate(tensors):
+        t = schema.TensorT()
+        t.name, t.shape, t.type, t.buffer = f"t{k}", list(shape), ttype, 0
+        if data is not None:
+            buf = schema.BufferT()
+            buf.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), np.uint8)
+            model.buffers.append(buf)
+            t.buffer = len(model.buffers) - 1
+        if quant is not None:
+            q = schema.QuantizationParametersT()
+            q.scale, q.zeroPoint = [quant[0]], [quant[1]]
+            t.quantization = q
+        sub.tensors.append(t)
+    codes: dict[int, int] = {}
+    for builtin, ins, outs, options_type, options in operators:
+        if builtin not in codes:
+            code = schema.OperatorCodeT()
+            code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), 1
+            codes[builtin] = len(model.operatorCodes)
+            model.operatorCodes.append(code)
+        op = schema.OperatorT()
+        op.opcodeIndex, op.inputs, op.outputs = codes[builtin], list(ins), list(outs)
+        if options is not None:
+            op.builtinOptionsType, op.builtinOptions = options_type, options
+        sub.operators.append(op)
+    sub.inputs, sub.outputs = list(inputs), list(outputs)
+    model.subgraphs = [sub]
+    builder = flatbuffers.Builder(4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+@calibration_model(FLOAT32)
+def expand_squeeze_f():
+    """EXPAND_DIMS twice (constant int32 axes 1 and 3), then SQUEEZE twice (squeeze_dims [3], then
+    [1]): (1, 8) -> (1, 1, 8) -> (1, 1, 8, 1) -> (1, 1, 8) -> (1, 8). Assembled: the converter
+    rewrites both ops to RESHAPE. kernels/expand_dims.cc and squeeze.cc have no Init and allocate
+    nothing in Prepare; SQUEEZE's parser allocates TfLiteSqueezeParams."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    T, B, O = schema.TensorType, schema.BuiltinOperator, schema.BuiltinOptions
+
+    def squeeze(dims):
+        options = schema.SqueezeOptionsT()
+        options.squeezeDims = dims
+        return options
+
+    tensors = [((1, 8), T.FLOAT32, None, None), ((1,), T.INT32, np.array([1], np.int32), None),
+               ((1, 1, 8), T.FLOAT32, None, None), ((1,), T.INT32, np.array([3], np.int32), None),
+               ((1, 1, 8, 1), T.FLOAT32, None, None), ((1, 1, 8), T.FLOAT32, None, None), ((1, 8), T.FLOAT32, None, None)]
+    ops = [(B.EXPAND_DIMS, [0, 1], [2], O.ExpandDimsOptions, schema.ExpandDimsOptionsT()),
+           (B.EXPAND_DIMS, [2, 3], [4], O.ExpandDimsOptions, schema.ExpandDimsOptionsT()),
+           (B.SQUEEZE, [4], [5], O.SqueezeOptions, squeeze([3])),
+           (B.SQUEEZE, [5], [6], O.SqueezeOptions, squeeze([1]))]
+    return _assembled(tensors, ops, [0], [6])
+
+
+@calibration_model(FLOAT32)
+def fill_zeros_f():
+    """FILL of a scalar input to a constant int32 shape (1, 4, 8), ZEROS_LIKE of the other input,
+    each twice (kernels/fill.cc and zeros_like.cc: no options, no Init, nothing in Prepare).
+    Assembled: the converter folds both into constants when the shape is static."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    T, B = schema.TensorType, schema.BuiltinOperator
+    tensors = [((), T.FLOAT32, None, None), ((1, 4, 8), T.FLOAT32, None, None),
+               ((3,), T.INT32, np.array([1, 4, 8], np.int32), None),
+               ((1, 4, 8), T.FLOAT32, None, None), ((1, 4, 8), T.FLOAT32, None, None),
+               ((1, 4, 8), T.FLOAT32, None, None), ((1, 4, 8), T.FLOAT32, None, None)]
+    none = schema.BuiltinOptions.NONE
+    ops = [(B.FILL, [2, 0], [3], none, None), (B.ZEROS_LIKE, [1], [4], none, None),
+           (B.ZEROS_LIKE, [4], [5], none, None), (B.FILL, [2, 0], [6], none, None)]
+    return _assembled(tensors, ops, [0, 1], [3, 5, 6])
+
+
+@calibration_model(FLOAT32)
+def l2pool_f():
+    """L2_POOL_2D twice (2x2, stride 2, VALID): (1, 8, 8, 4) -> (1, 4, 4, 4) -> (1, 2, 2, 4).
+    kernels/l2_pool_2d.cc: float32 only, TfLitePoolParams, no Init; Prepare copies the output's
+    dims (CreateWritableTensorDimsWithCopy). Assembled: no TensorFlow op converts to it."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    T, B = schema.TensorType, schema.BuiltinOperator
+
+    def pool():
+        options = schema.Pool2DOptionsT()
+        options.padding, options.strideW, options.strideH = schema.Padding.VALID, 2, 2
+        options.filterWidth = options.filterHeight = 2
+        return options
+
+    tensors = [((1, 8, 8, 4), T.FLOAT32, None, None), ((1, 4, 4, 4), T.FLOAT32, None, None),
+               ((1, 2, 2, 4), T.FLOAT32, None, None)]
+    ops = [(B.L2_POOL_2D, [0], [1], schema.BuiltinOptions.Pool2DOptions, pool()),
+           (B.L2_POOL_2D, [1], [2], schema.BuiltinOptions.Pool2DOptions, pool())]
+    return _assembled(tensors, ops, [0], [2])
+
+
+@calibration_model()
+def cumsum2():
+    """Two int8 CUMSUMs (axis 1, then axis 2 exclusive and reversed) on (1, 8, 4): kernels/cumsum.cc
+    allocates its OpData in Prepare for int8 outputs only. Assembled: the converter keeps CUMSUM
+    float between DEQUANTIZE and QUANTIZE."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    T, B = schema.TensorType, schema.BuiltinOperator
+
+    def cumsum(exclusive, reverse):
+        options = schema.CumsumOptionsT()
+        options.exclusive, options.reverse = exclusive, reverse
+        return options
+
+    tensors = [((1, 8, 4), T.INT8, None, (0.05, 0)), ((), T.INT32, np.array(1, np.int32), None),
+               ((1, 8, 4), T.INT8, None, (0.4, 0)), ((), T.INT32, np.array(2, np.int32), None),
+               ((1, 8, 4), T.INT8, None, (1.6, 0))]
+    ops = [(B.CUMSUM, [0, 1], [2], schema.BuiltinOptions.CumsumOptions, cumsum(False, False)),
+           (B.CUMSUM, [2, 3], [4], schema.BuiltinOptions.CumsumOptions, cumsum(True, True))]
+    return _assembled(tensors, ops, [0], [4])
+
+
+@calibration_model(FLOAT32)
+def broadcast_f():
+    """BROADCAST_ARGS of two int32 shape inputs, and BROADCAST_TO twice to constant int32 shapes:
+    (1, 1, 8) -> (1, 4, 8) -> (2, 4, 8) (kernels/broadcast_args.cc, broadcast_to.cc: no options, no
+    Init, nothing in Prepare; BROADCAST_TO takes a constant shape only). Assembled: the converter
+    folds BROADCAST_ARGS of static shapes, and BROADCAST_TO into the broadcasting op that uses it."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    T, B, none = schema.TensorType, schema.BuiltinOperator, schema.BuiltinOptions.NONE
+    tensors = [((1, 1, 8), T.FLOAT32, None, None), ((3,), T.INT32, np.array([1, 4, 8], np.int32), None),
+               ((1, 4, 8), T.FLOAT32, None, None), ((3,), T.INT32, np.array([2, 4, 8], np.int32), None),
+               ((2, 4, 8), T.FLOAT32, None, None),
+               ((3,), T.INT32, None, None), ((2,), T.INT32, None, None), ((3,), T.INT32, None, None)]
+    ops = [(B.BROADCAST_TO, [0, 1], [2], none, None), (B.BROADCAST_ARGS, [5, 6], [7], none, None),
+           (B.BROADCAST_TO, [2, 3], [4], none, None)]
+    return _assembled(tensors, ops, [0, 5, 6], [4, 7])
+
+
+@calibration_model(FLOAT32)
+def dus_f():
+    """DYNAMIC_UPDATE_SLICE twice: a (1, 2, 4) update into a (1, 8, 8) operand at int32 start
+    indices, all three inputs (kernels/dynamic_update_slice.cc: no options, no Init, nothing in
+    Prepare). Assembled: the converter emits it only from XLA-style graphs."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    T, B, none = schema.TensorType, schema.BuiltinOperator, schema.BuiltinOptions.NONE
+    tensors = [((1, 8, 8), T.FLOAT32, None, None), ((1, 2, 4), T.FLOAT32, None, None), ((3,), T.INT32, None, None),
+               ((1, 8, 8), T.FLOAT32, None, None), ((1, 8, 8), T.FLOAT32, None, None)]
+    ops = [(B.DYNAMIC_UPDATE_SLICE, [0, 1, 2], [3], none, None), (B.DYNAMIC_UPDATE_SLICE, [3, 1, 2], [4], none, None)]
+    return _assembled(tensors, ops, [0, 1, 2], [4])
+
+
+@calibration_model(FLOAT32)
+def reduce_all2():
+    """REDUCE_ALL over the spatial axes (kept), then over the channels, of a comparison (bool:
+    kernels/reduce_common.cc PrepareAllHelper takes bool only): InitReduce's OpDataReduce and
+    REDUCE_MAX's two index scratch buffers."""
+    tf = _tf()
+    return Traced(lambda x: _spatial_then_channels(tf.reduce_all)(x > 0.5), [IMAGE_8])
 
 
 @calibration_model()

@@ -124,6 +124,14 @@ PROOF: dict[str, tuple[str, str]] = {
     "SLICE": (_CALIBRATION, "slice2"),
     "DEPTH_TO_SPACE": (_CALIBRATION, "depth_to_space2"),
     "SPACE_TO_DEPTH": (_CALIBRATION, "space_to_depth2"),
+    **{kind: (_CALIBRATION, "expand_squeeze_f") for kind in ("EXPAND_DIMS", "SQUEEZE")},
+    **{kind: (_CALIBRATION, "fill_zeros_f") for kind in ("FILL", "ZEROS_LIKE")},
+    "L2_POOL_2D": (_CALIBRATION, "l2pool_f"),
+    **{kind: (_CALIBRATION, "broadcast_f") for kind in ("BROADCAST_TO", "BROADCAST_ARGS")},
+    "DYNAMIC_UPDATE_SLICE": (_CALIBRATION, "dus_f"),
+    "REDUCE_ALL": (_CALIBRATION, "reduce_all2"),
+    # int8 (its OpData); float CUMSUM is in misc_f.
+    "CUMSUM": (_CALIBRATION, "cumsum2"),
     "QUANTIZE": (_CALIBRATION, "q_float_io"),
     "DEQUANTIZE": (_CALIBRATION, "q_float_io"),
     # Control flow: every subgraph planned in one arena with TFLM's one clock

@@ -265,8 +265,28 @@ HOST_KERNELS: dict[str, KernelTail] = {
     "MIRROR_PAD": _k(4, 4, 20),
     "SELECT_V2": _k(0, 1, 1),
     # CUMSUM: TfLiteCumsumParams {two bools}; its OpData (nine int32 = 36 B) only for int8 outputs,
-    # in Prepare (kernels/cumsum.cc). Measured in float only, so not claimed exact (coverage.py).
+    # in Prepare (kernels/cumsum.cc). Measured in float (misc_f) and int8 (cumsum2).
     "CUMSUM": KernelTail(((2, 1),), 0, shaped_prepare=_int8_op_data(36, of_output=True)),
+    # Shape and fill kernels (kernels/expand_dims.cc, squeeze.cc, fill.cc, zeros_like.cc): no Init,
+    # nothing persistent in Prepare; only SQUEEZE parses options, TfLiteSqueezeParams {int32
+    # squeeze_dims[8]; int num_squeeze_dims} = 36 B (builtin_op_data.h; ParseExpandDims, ParseFill
+    # and ParseZerosLike allocate nothing: core/api/flatbuffer_conversions.cc).
+    "EXPAND_DIMS": _k(0, 1, 0),
+    "SQUEEZE": _k(36, 4, 0),
+    "FILL": _k(0, 1, 0),
+    "ZEROS_LIKE": _k(0, 1, 0),
+    # L2_POOL_2D (kernels/l2_pool_2d.cc): ParsePool's TfLitePoolParams (40 B, as the other pools;
+    # still 40 with one-byte enums, the padding values being 4-aligned ints), no Init; Prepare makes
+    # a writable copy of the output's dims.
+    "L2_POOL_2D": KernelTail(((40, 4),), 0, shaped_prepare=_output_dims_prepare),
+    # REDUCE_ALL: kernels/reduce.cc, like REDUCE_MAX (TfLiteReducerParams, InitReduce's OpDataReduce;
+    # its two scratch requests in scratch.py).
+    "REDUCE_ALL": _k(1, 1, 44),
+    # BROADCAST_TO, BROADCAST_ARGS (kernels/broadcast_to.cc, broadcast_args.cc) and DYNAMIC_UPDATE_SLICE
+    # (dynamic_update_slice.cc): their parsers allocate nothing, no Init, nothing in Prepare.
+    "BROADCAST_TO": _k(0, 1, 0),
+    "BROADCAST_ARGS": _k(0, 1, 0),
+    "DYNAMIC_UPDATE_SLICE": _k(0, 1, 0),
     # QUANTIZE + DEQUANTIZE measured together (64 bytes); the split is assumed even.
     "QUANTIZE": _k(0, 1, 32),
     "DEQUANTIZE": _k(0, 1, 32),

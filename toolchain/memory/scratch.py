@@ -8,7 +8,7 @@ the board's firmware links, named by the board file's ``kernel_library``:
   moofa models, ``MEAN`` asks (int8/int16 only) an int32 accumulator per output element,
   then one int per input dimension and one per reduced axis (tflite-micro
   ``kernels/reduce_common.cc``; the three requests were confirmed by the measured arena; SUM
-  asks the same, REDUCE_MAX and REDUCE_MIN the last two), and
+  asks the same, REDUCE_MAX, REDUCE_MIN and REDUCE_ALL the last two), and
   ``TRANSPOSE_CONV`` an int32 accumulator per output element for int8 inputs
   (``kernels/transpose_conv.cc``), ``SVDF`` one or two int32 buffers (:func:`_svdf_requests`);
   measured on the host and the 32-bit builds. ``UNIDIRECTIONAL_SEQUENCE_LSTM`` four buffers the
@@ -120,7 +120,8 @@ def _lstm_requests(graph: Graph, i: int, cmsis_nn: bool = False) -> list[Scratch
 def _reduce_requests(graph: Graph, i: int) -> list[ScratchRequest]:
     """The reduce ops every library takes from TFLM's kernels/reduce_common.cc: MEAN and SUM
     (PrepareMeanOrSumHelper) ask what :func:`_mean_requests` says; REDUCE_MAX and REDUCE_MIN
-    (PrepareMinMaxHelper) one int per input dimension and one per axis, no accumulators."""
+    (PrepareMinMaxHelper) and REDUCE_ALL (PrepareAllHelper) one int per input dimension and one
+    per axis, no accumulators."""
     op = graph.ops[i]
     if op.kind in ("MEAN", "SUM"):
         return _mean_requests(graph, i)
@@ -133,7 +134,7 @@ def _reduce_requests(graph: Graph, i: int) -> list[ScratchRequest]:
             ScratchRequest(i, 4 * axes, f"{op.kind} resolved axes")]
 
 
-_REDUCE_KINDS = frozenset({"MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN"})
+_REDUCE_KINDS = frozenset({"MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_ALL"})
 
 
 def _mirror_pad_requests(graph: Graph, i: int) -> list[ScratchRequest]:

@@ -416,3 +416,32 @@ def test_float16_weights_behind_dequantize_are_refused_as_tflm_refuses_them(tmp_
         measure(path)
     r = moofa("verify", str(path), "--target", "host", "--json")
     assert r.returncode == 1 and json.loads(r.stdout)["runs_on_tflm"] is False
+
+
+@pytest.mark.parametrize("kind", ["FILL", "BROADCAST_TO", "EXPAND_DIMS"])
+def test_a_shape_operand_that_is_not_constant_is_refused_as_tflm_refuses_it(kind, tmp_path):
+    """FILL's dims, BROADCAST_TO's shape and EXPAND_DIMS's axis must be constant (their Prepare
+    says "Non-constant ... tensor is not supported"): here that operand is a graph input."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from toolchain.errors import InputError
+
+    calibrate_tail = _calibration_module()
+    T, B, none = schema.TensorType, schema.BuiltinOperator, schema.BuiltinOptions.NONE
+    if kind == "FILL":  # dims (input 0) from the graph, value a scalar input
+        tensors = [((3,), T.INT32, None, None), ((), T.FLOAT32, None, None), ((1, 4, 8), T.FLOAT32, None, None)]
+        ops, inputs = [(B.FILL, [0, 1], [2], none, None)], [0, 1]
+    elif kind == "BROADCAST_TO":
+        tensors = [((1, 8), T.FLOAT32, None, None), ((2,), T.INT32, None, None), ((4, 8), T.FLOAT32, None, None)]
+        ops, inputs = [(B.BROADCAST_TO, [0, 1], [2], none, None)], [0, 1]
+    else:
+        tensors = [((1, 8), T.FLOAT32, None, None), ((1,), T.INT32, None, None), ((1, 1, 8), T.FLOAT32, None, None)]
+        ops, inputs = [(B.EXPAND_DIMS, [0, 1], [2], none, None)], [0, 1]
+    path = tmp_path / f"{kind}.tflite"
+    path.write_bytes(calibrate_tail._assembled(tensors, ops, inputs, [2]))
+    refusals = tflm_refusals(read_model(path))
+    assert len(refusals) == 1 and kind in refusals[0] and "not a constant" in refusals[0]
+    with pytest.raises(InputError):  # the independent truth: TFLM refuses it
+        measure(path)
+    r = moofa("verify", str(path), "--target", "host")
+    assert r.returncode == 1 and "will not run on TFLM" in r.stdout

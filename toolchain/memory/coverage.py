@@ -276,7 +276,24 @@ def _dequantize(graph: Graph, op) -> str | None:
     return None
 
 
-_PREPARE_CHECKS = {"SOFTMAX": _softmax, "LOGISTIC": _logistic, "CONCATENATION": _concatenation, "DEQUANTIZE": _dequantize}
+def _constant_operand(index: int, what: str, max_rank: int | None = None):
+    """A shape-like operand TFLM's kernel reads in Prepare and so needs constant (kernels/
+    expand_dims.cc "Non-constant >axis<", fill.cc ">dims<", broadcast_to.cc ">shape<"; the output
+    shape is fixed in the model); ``max_rank``: BROADCAST_TO's 1-5D limit on its input."""
+
+    def check(graph: Graph, op) -> str | None:
+        if max_rank is not None and len(graph.tensors[op.inputs[0]].shape) > max_rank:
+            return f"input of rank {len(graph.tensors[op.inputs[0]].shape)}; TFLM's kernel takes at most {max_rank}"
+        if index < len(op.inputs) and 0 <= op.inputs[index] < len(graph.tensors) and not graph.tensors[op.inputs[index]].is_constant:
+            return f"{what} (input {index}) is not a constant; TFLM's kernel needs it constant"
+        return None
+
+    return check
+
+
+_PREPARE_CHECKS = {"SOFTMAX": _softmax, "LOGISTIC": _logistic, "CONCATENATION": _concatenation, "DEQUANTIZE": _dequantize,
+                   "EXPAND_DIMS": _constant_operand(1, "axis"), "FILL": _constant_operand(0, "dims"),
+                   "BROADCAST_TO": _constant_operand(1, "shape", max_rank=5)}
 
 
 def _cmsis_fully_connected(graph: Graph, op) -> str | None:

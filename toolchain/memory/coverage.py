@@ -291,8 +291,9 @@ def _constant_operand(index: int, what: str, max_rank: int | None = None):
     return check
 
 
-_PREPARE_CHECKS = {"SOFTMAX": _softmax, "LOGISTIC": _logistic, "CONCATENATION": _concatenation, "DEQUANTIZE": _dequantize,
-                   "EXPAND_DIMS": _constant_operand(1, "axis"), "FILL": _constant_operand(0, "dims"),
+_PREPARE_CHECKS = {"SOFTMAX": _softmax, "LOGISTIC": _logistic, "CONCATENATION": _concatenation, "DEQUANTIZE": _dequantize}
+# Checks beside the tensor-type table (kernel_dtypes.py keeps these ops' type rules).
+_OPERAND_CHECKS = {"EXPAND_DIMS": _constant_operand(1, "axis"), "FILL": _constant_operand(0, "dims"),
                    "BROADCAST_TO": _constant_operand(1, "shape", max_rank=5)}
 
 
@@ -341,7 +342,7 @@ def tflm_refusals(graph: Graph, kernel_library: str | None = None) -> list[str]:
         # cannot even size is said once, above.
         unsized = tuple(f" is {d}" for d in TFLM_UNSIZED_DTYPES)
         out += [r for r in dtype_refusals(graph) if not any(u in r for u in unsized)]
-    checks = _PREPARE_CHECKS if kernel_library is None else _LIBRARY_CHECKS.get(kernel_library, {})
+    checks = {**_PREPARE_CHECKS, **_OPERAND_CHECKS} if kernel_library is None else _LIBRARY_CHECKS.get(kernel_library, {})
     for k, sub in enumerate([graph, *graph.subgraphs]):
         for i, op in enumerate(sub.ops):
             check = checks.get(op.kind)

@@ -1159,6 +1159,67 @@ def _assembled(tensors: list[tuple], operators: list[tuple], inputs: list[int], 
     return bytes(builder.Output())
 
 
+def _with_custom_ops(data: bytes, custom: dict[int, tuple[str, dict]]) -> bytes:
+    """``data`` with operator ``k`` turned into the custom op ``custom[k] = (name, options)``
+    (its options a flexbuffer map, as TFLM's signal kernels read them in Init)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+    from flatbuffers import flexbuffers
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    for k, (name, options) in custom.items():
+        code = schema.OperatorCodeT()
+        code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
+        code.customCode, code.version = name, 1
+        model.operatorCodes.append(code)
+        op = model.subgraphs[0].operators[k]
+        op.opcodeIndex = len(model.operatorCodes) - 1
+        op.builtinOptionsType, op.builtinOptions = schema.BuiltinOptions.NONE, None
+        op.customOptions = list(flexbuffers.Dumps(options)) if options else None
+        op.customOptionsFormat = schema.CustomOptionsFormat.FLEXBUFFERS
+    builder = flatbuffers.Builder(4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+@calibration_model(FLOAT32)
+def signal_f():
+    """The audio front end's simpler signal-library kernels (signal/micro/kernels/), twice each
+    where an Init allocates: SignalWindow (int16; Init: {shift, input_size}, 8 B), SignalFftAutoScale
+    (no Init), SignalEnergy (int16 complex in, uint32 out; Init: {end_index, start_index}, 8 B),
+    SignalPCAN (uint32, int16 gain table; Init: {snr_shift}, 4 B) and SignalFilterBankSquareRoot
+    (uint64 in, uint32 out; no Init). Assembled with the schema (no TensorFlow op converts to them),
+    each op's options a flexbuffer map."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    T, B, none = schema.TensorType, schema.BuiltinOperator, schema.BuiltinOptions.NONE
+    rng = np.random.default_rng(7)
+    tensors = [((16,), T.INT16, None, None),                                              # 0 samples
+               ((16,), T.INT16, rng.integers(0, 1 << 14, 16).astype(np.int16), None),     # 1 window
+               ((16,), T.INT16, None, None), ((16,), T.INT16, None, None),                # 2, 3 windowed
+               ((16,), T.INT16, None, None), ((), T.INT32, None, None),                   # 4, 5 scaled, scale
+               ((8,), T.UINT32, None, None), ((8,), T.UINT32, None, None),                # 6, 7 energy
+               ((8,), T.UINT32, None, None),                                              # 8 noise estimate
+               ((8,), T.INT16, rng.integers(0, 1 << 12, 8).astype(np.int16), None),       # 9 gain table
+               ((8,), T.UINT32, None, None), ((8,), T.UINT32, None, None),                # 10, 11 pcan
+               ((8,), T.UINT64, None, None), ((), T.INT32, np.array(3, np.int32), None),  # 12 sums, 13 bits
+               ((8,), T.UINT32, None, None)]                                              # 14 square roots
+    # Placeholders the rewrite turns into the custom ops (kinds and operands as each kernel checks).
+    ops = [(B.ADD, [0, 1], [2], none, None), (B.ADD, [2, 1], [3], none, None),
+           (B.ADD, [3], [4, 5], none, None),
+           (B.ADD, [4], [6], none, None), (B.ADD, [3], [7], none, None),
+           (B.ADD, [6, 8, 9], [10], none, None), (B.ADD, [7, 8, 9], [11], none, None),
+           (B.ADD, [12, 13], [14], none, None)]
+    data = _assembled(tensors, ops, [0, 8, 12], [5, 10, 11, 14])
+    return _with_custom_ops(data, {
+        0: ("SignalWindow", {"shift": 12}), 1: ("SignalWindow", {"shift": 10}),
+        2: ("SignalFftAutoScale", {}),
+        3: ("SignalEnergy", {"end_index": 8, "start_index": 0}), 4: ("SignalEnergy", {"end_index": 6, "start_index": 1}),
+        5: ("SignalPCAN", {"snr_shift": 6}), 6: ("SignalPCAN", {"snr_shift": 4}),
+        7: ("SignalFilterBankSquareRoot", {}),
+    })
+
+
 @calibration_model(FLOAT32)
 def expand_squeeze_f():
     """EXPAND_DIMS twice (constant int32 axes 1 and 3), then SQUEEZE twice (squeeze_dims [3], then

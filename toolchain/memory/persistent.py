@@ -287,6 +287,16 @@ HOST_KERNELS: dict[str, KernelTail] = {
     "BROADCAST_TO": _k(0, 1, 0),
     "BROADCAST_ARGS": _k(0, 1, 0),
     "DYNAMIC_UPDATE_SLICE": _k(0, 1, 0),
+    # The signal library's audio-front-end kernels (signal/micro/kernels/), custom ops: no builtin
+    # options (their flexbuffer options stay in the model); Init allocates the parsed options:
+    # window.cc {shift, input_size} 8 B, energy.cc {end_index, start_index} 8 B, pcan.cc
+    # {snr_shift} 4 B; fft_auto_scale_kernel.cc and filter_bank_square_root.cc have no Init.
+    # Prepare allocates nothing persistent in any of them.
+    "CUSTOM:SignalWindow": _k(0, 1, 8),
+    "CUSTOM:SignalEnergy": _k(0, 1, 8),
+    "CUSTOM:SignalPCAN": _k(0, 1, 4),
+    "CUSTOM:SignalFftAutoScale": _k(0, 1, 0),
+    "CUSTOM:SignalFilterBankSquareRoot": _k(0, 1, 0),
     # QUANTIZE + DEQUANTIZE measured together (64 bytes); the split is assumed even.
     "QUANTIZE": _k(0, 1, 32),
     "DEQUANTIZE": _k(0, 1, 32),

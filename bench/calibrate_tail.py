@@ -1221,6 +1221,23 @@ def signal_f():
 
 
 @calibration_model(FLOAT32)
+def stacker_f():
+    """SignalStacker twice (int16 frames of 8 channels, two contexts): its Init allocates its
+    params and a circular buffer sized from the options (num_channels x (left + right + 1))."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    T, B, none = schema.TensorType, schema.BuiltinOperator, schema.BuiltinOptions.NONE
+    tensors = [((8,), T.INT16, None, None), ((32,), T.INT16, None, None), ((), T.BOOL, None, None),
+               ((40,), T.INT16, None, None), ((), T.BOOL, None, None)]
+    ops = [(B.ADD, [0], [1, 2], none, None), (B.ADD, [0], [3, 4], none, None)]
+    data = _assembled(tensors, ops, [0], [1, 2, 3, 4])
+    return _with_custom_ops(data, {
+        0: ("SignalStacker", {"num_channels": 8, "stacker_left_context": 2, "stacker_right_context": 1, "stacker_step": 1}),
+        1: ("SignalStacker", {"num_channels": 8, "stacker_left_context": 4, "stacker_right_context": 0, "stacker_step": 2}),
+    })
+
+
+@calibration_model(FLOAT32)
 def expand_squeeze_f():
     """EXPAND_DIMS twice (constant int32 axes 1 and 3), then SQUEEZE twice (squeeze_dims [3], then
     [1]): (1, 8) -> (1, 1, 8) -> (1, 1, 8, 1) -> (1, 1, 8) -> (1, 8). Assembled: the converter

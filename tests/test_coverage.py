@@ -237,16 +237,16 @@ def test_every_schema_tensor_type_reads_and_custom_ops_are_named_not_fatal(corpu
     assert (DTYPE_BYTES["uint16"], DTYPE_BYTES["uint32"], DTYPE_BYTES["int4"], DTYPE_BYTES["complex128"]) == (2, 4, 1, 16)
 
     signal = _with_custom_ops(corpus["fc_only"], tmp_path / "signal.tflite",
-                              [("SignalStacker", schema.TensorType.UINT16), ("SignalFramer", schema.TensorType.UINT32),
+                              [("SignalDelay", schema.TensorType.UINT16), ("SignalFramer", schema.TensorType.UINT32),
                                ("NoSuchVendorOp", schema.TensorType.INT32)])  # two signal ops not modelled yet
     r = moofa("verify", str(signal), "--target", "host,f746", "--json")
     assert r.returncode == 0, r.stderr
     targets = json.loads(r.stdout)["targets"]
     for t in targets:
         assert t["exact"] is False and t["fits"] is True
-        assert t["unmodelled_ops"] == ["CUSTOM:NoSuchVendorOp", "CUSTOM:SignalFramer", "CUSTOM:SignalStacker"]
+        assert t["unmodelled_ops"] == ["CUSTOM:NoSuchVendorOp", "CUSTOM:SignalDelay", "CUSTOM:SignalFramer"]
     r = moofa("verify", str(signal), "--target", "host")
-    assert r.returncode == 0 and "approx*" in r.stdout and "CUSTOM:SignalStacker" in r.stdout
+    assert r.returncode == 0 and "approx*" in r.stdout and "CUSTOM:SignalDelay" in r.stdout
 
     strings = _with_custom_ops(corpus["fc_only"], tmp_path / "string.tflite", [("VendorOp", schema.TensorType.STRING)])
     r = moofa("verify", str(strings), "--target", "host", "--json")

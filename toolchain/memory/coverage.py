@@ -145,6 +145,7 @@ PROOF: dict[str, tuple[str, str]] = {
     # Custom ops go by the reader's name for them, ``CUSTOM:<name>``.
     **{f"CUSTOM:{kind}": (_CALIBRATION, "signal_f") for kind in ("SignalWindow", "SignalFftAutoScale", "SignalEnergy",
                                                                   "SignalPCAN", "SignalFilterBankSquareRoot")},
+    "CUSTOM:SignalStacker": (_CALIBRATION, "stacker_f"),  # its state sized from its options
 }
 
 #: Op kinds the memory model covers exactly (on the measured build).

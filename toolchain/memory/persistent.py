@@ -57,6 +57,27 @@ class KernelTail:
     # What else Prepare allocates, from the op's operands and attributes: (graph, op) -> the sizes
     # of its persistent buffers (16-aligned), in TFLM's order (BATCH_MATMUL's transposed copies).
     shaped_prepare: Callable | None = None
+    # What Init allocates when it depends on the op's options: (graph, op) -> sizes (16-aligned),
+    # in place of ``init_bytes`` (the signal library's state buffers).
+    shaped_init: Callable | None = None
+
+
+def _stacker_init(params_bytes: int, circular_buffer_bytes: int) -> Callable:
+    """SignalStacker's Init (signal/micro/kernels/stacker.cc): its params struct, then a circular
+    buffer's state, CircularBufferGetNeededMemory(capacity) = sizeof(CircularBuffer) + 2 int16 per
+    element (signal/src/circular_buffer.cc), capacity = num_channels x (left + right context + 1)
+    from the op's options. Options that cannot be read: a generous guess of 1 KiB of state."""
+
+    def init(graph: Graph, op) -> list[int]:
+        options = op.attrs.get("options") or {}
+        try:
+            capacity = int(options["num_channels"]) * (int(options["stacker_left_context"])
+                                                       + int(options["stacker_right_context"]) + 1)
+        except (KeyError, TypeError, ValueError):
+            capacity = 256
+        return [params_bytes, circular_buffer_bytes + 4 * max(capacity, 0)]
+
+    return init
 
 
 def _k(builtin_bytes: int, builtin_align: int, init_bytes: int, per_channel: bool | str = False) -> KernelTail:
@@ -297,6 +318,9 @@ HOST_KERNELS: dict[str, KernelTail] = {
     "CUSTOM:SignalPCAN": _k(0, 1, 4),
     "CUSTOM:SignalFftAutoScale": _k(0, 1, 0),
     "CUSTOM:SignalFilterBankSquareRoot": _k(0, 1, 0),
+    # TFLMSignalStackerParams {four int32, two size_t, bool, two pointers}: 56 B; CircularBuffer
+    # {three size_t, two int32, a pointer}: 40 B.
+    "CUSTOM:SignalStacker": KernelTail((), 0, shaped_init=_stacker_init(56, 40)),
     # QUANTIZE + DEQUANTIZE measured together (64 bytes); the split is assumed even.
     "QUANTIZE": _k(0, 1, 32),
     "DEQUANTIZE": _k(0, 1, 32),
@@ -388,6 +412,8 @@ MCU32_REFERENCE_KERNELS: dict[str, KernelTail] = _with(
     RSQRT=_k(0, 1, 20),
     CAST=_k(2, 1, 0),
     MIRROR_PAD=_k(1, 1, 20),
+    # The same structs with 4-byte size_t and pointers: 36 B and 24 B.
+    **{"CUSTOM:SignalStacker": KernelTail((), 0, shaped_init=_stacker_init(36, 24))},
     # TfLiteVarHandleParams of two 4-byte pointers; no ASSIGN_VARIABLE OpData without compression.
     VAR_HANDLE=_k(8, 4, 4),
     ASSIGN_VARIABLE=_k(0, 1, 0),
@@ -480,6 +506,8 @@ def op_allocations(graph: Graph, op, kernels: dict[str, KernelTail] = HOST_KERNE
     k = kernel_tail(op.kind, kernels)
     builtin = list(k.builtin)
     init = [(k.init_bytes, PERSISTENT_BUFFER_ALIGNMENT)] if k.init_bytes else []
+    if k.shaped_init is not None:
+        init = [(n, PERSISTENT_BUFFER_ALIGNMENT) for n in k.shaped_init(graph, op)]
     prepare: list[tuple[int, int]] = []
     src, weights, out = _operand(graph, op.inputs, 0), _operand(graph, op.inputs, 1), _operand(graph, op.outputs, 0)
     if k.per_channel == "quantized" and (

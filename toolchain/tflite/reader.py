@@ -227,7 +227,7 @@ def _parse_subgraph(model, index: int, op_kinds: list[str], buffer_has_data: lis
                 kind,
                 indices(o.InputsLength(), o.Inputs, f"operator {i} inputs"),
                 indices(o.OutputsLength(), o.Outputs, f"operator {i} outputs"),
-                _conv_attrs(o),
+                _custom_attrs(o) if kind in _OPTIONED_CUSTOM_OPS else _conv_attrs(o),
             )
         )
     graph = Graph(
@@ -250,6 +250,23 @@ _CONTROL_FLOW_OPTIONS = {
     schema.BuiltinOptions.WhileOptions: (schema.WhileOptions, ("CondSubgraphIndex", "BodySubgraphIndex")),
     schema.BuiltinOptions.CallOnceOptions: (schema.CallOnceOptions, ("InitSubgraphIndex",)),
 }
+
+
+# Custom ops whose persistent data depends on their flexbuffer options (TFLM's signal library
+# reads them in Init): the options are read into ``attrs["options"]`` (a map), or left out.
+_OPTIONED_CUSTOM_OPS = frozenset({"CUSTOM:SignalStacker"})
+
+
+def _custom_attrs(o) -> dict:
+    from flatbuffers import flexbuffers
+
+    if o.CustomOptionsLength() == 0 or o.CustomOptionsFormat() != schema.CustomOptionsFormat.FLEXBUFFERS:
+        return {}
+    try:
+        options = flexbuffers.Loads(bytes(o.CustomOptionsAsNumpy().tobytes()))
+    except Exception:  # noqa: BLE001 - a corrupt map: priced without it (the tail marks it unknown)
+        return {}
+    return {"options": options} if isinstance(options, dict) else {}
 
 
 def _conv_attrs(o) -> dict:

@@ -638,10 +638,38 @@ def _embedding(ids):
     return tf.nn.embedding_lookup(_constant((6, 2, 8), seed=4), ids)
 
 
+def _packed(model) -> bytes:
+    """A model of the LiteRT schema's object API, packed into a .tflite file."""
+    import flatbuffers
+
+    builder = flatbuffers.Builder(4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _add_tensor(model, sub, name: str, shape, ttype, data=None, quant=None, variable: bool = False) -> int:
+    """Append a tensor to subgraph ``sub`` of ``model`` (object API) and return its index:
+    ``data`` (numpy) makes it a constant in a buffer of its own, ``quant`` is (scale, zero point)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    t = schema.TensorT()
+    t.name, t.shape, t.type, t.isVariable, t.buffer = name, list(shape), ttype, variable, 0
+    if data is not None:
+        buf = schema.BufferT()
+        buf.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), np.uint8)
+        model.buffers.append(buf)
+        t.buffer = len(model.buffers) - 1
+    if quant is not None:
+        q = schema.QuantizationParametersT()
+        q.scale, q.zeroPoint = [quant[0]], [quant[1]]
+        t.quantization = q
+    sub.tensors.append(t)
+    return len(sub.tensors) - 1
+
+
 def _gather_as_embedding_lookup(data: bytes) -> bytes:
     """The converter writes ``tf.nn.embedding_lookup`` as GATHER(table, ids) on axis 0; the same
     lookup as TFLite's EMBEDDING_LOOKUP(ids, table), which takes no options."""
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
@@ -652,9 +680,7 @@ def _gather_as_embedding_lookup(data: bytes) -> bytes:
         if model.operatorCodes[op.opcodeIndex].builtinCode == schema.BuiltinOperator.EMBEDDING_LOOKUP:
             op.inputs = [int(op.inputs[1]), int(op.inputs[0])]
             op.builtinOptionsType, op.builtinOptions = schema.BuiltinOptions.NONE, None
-    builder = flatbuffers.Builder(len(data))
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return _packed(model)
 
 
 @calibration_model(host_only=True)
@@ -674,7 +700,6 @@ def _svdf_model(int8: bool, layers: int) -> bytes:
     converts to SVDF (TFLite's SVDF models come from hand-written converters). int8: int8 input,
     feature weights and output, int16 time weights and state, int32 bias on the state scale x the
     time-weights scale (what TFLM's PrepareSvdf checks)."""
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
     rng = np.random.default_rng(5)
@@ -687,19 +712,7 @@ def _svdf_model(int8: bool, layers: int) -> bytes:
     model.operatorCodes = [code]
 
     def tensor(name, shape, ttype, scale=None, data=None, variable=False):
-        t = schema.TensorT()
-        t.name, t.shape, t.type, t.isVariable, t.buffer = name, list(shape), ttype, variable, 0
-        if data is not None:
-            buf = schema.BufferT()
-            buf.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), np.uint8)
-            model.buffers.append(buf)
-            t.buffer = len(model.buffers) - 1
-        if scale is not None:
-            q = schema.QuantizationParametersT()
-            q.scale, q.zeroPoint = [scale], [0]
-            t.quantization = q
-        sub.tensors.append(t)
-        return len(sub.tensors) - 1
+        return _add_tensor(model, sub, name, shape, ttype, data, None if scale is None else (scale, 0), variable)
 
     def values(shape, dtype):
         if dtype == np.float32:
@@ -731,9 +744,7 @@ def _svdf_model(int8: bool, layers: int) -> bytes:
         x = y
     sub.outputs = [x]
     model.subgraphs = [sub]
-    builder = flatbuffers.Builder(4096)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return _packed(model)
 
 
 @calibration_model()
@@ -776,7 +787,6 @@ def _lstm_as_16x8(data: bytes) -> bytes:
     retyped to what TFLM's 16x8 kernel takes (EvalLstm<int16_t, int8_t, int16_t, int64_t>): the
     input, the hidden state (input 18) and every op output int16 with zero point 0 (scale / 256),
     the four gate biases (inputs 12-15) int64; weights stay int8 and the cell state int16."""
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromPackedBuf(data, 0)
@@ -800,9 +810,7 @@ def _lstm_as_16x8(data: bytes) -> bytes:
         values = np.frombuffer(np.asarray(buf.data, np.uint8).tobytes(), np.int32).astype(np.int64)
         buf.data = np.frombuffer(values.tobytes(), np.uint8)
         t.type = schema.TensorType.INT64
-    builder = flatbuffers.Builder(len(data) * 2)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return _packed(model)
 
 
 # Two shapes per dtype, so that each shape-dependent size (the four scratch buffers of batch x
@@ -1122,24 +1130,12 @@ def _assembled(tensors: list[tuple], operators: list[tuple], inputs: list[int], 
     shape a constant; no TensorFlow op converts to L2_POOL_2D or to an int8 CUMSUM).
     ``tensors``: (shape, TensorType, constant numpy data or None, (scale, zero point) or None);
     ``operators``: (BuiltinOperator, inputs, outputs, BuiltinOptions type, options object or None)."""
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
     model, sub = schema.ModelT(), schema.SubGraphT()
     model.version, model.buffers, sub.tensors, sub.operators, model.operatorCodes = 3, [schema.BufferT()], [], [], []
     for k, (shape, ttype, data, quant) in enumerate(tensors):
-        t = schema.TensorT()
-        t.name, t.shape, t.type, t.buffer = f"t{k}", list(shape), ttype, 0
-        if data is not None:
-            buf = schema.BufferT()
-            buf.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), np.uint8)
-            model.buffers.append(buf)
-            t.buffer = len(model.buffers) - 1
-        if quant is not None:
-            q = schema.QuantizationParametersT()
-            q.scale, q.zeroPoint = [quant[0]], [quant[1]]
-            t.quantization = q
-        sub.tensors.append(t)
+        _add_tensor(model, sub, f"t{k}", shape, ttype, data, quant)
     codes: dict[int, int] = {}
     for builtin, ins, outs, options_type, options in operators:
         if builtin not in codes:
@@ -1154,15 +1150,12 @@ def _assembled(tensors: list[tuple], operators: list[tuple], inputs: list[int], 
         sub.operators.append(op)
     sub.inputs, sub.outputs = list(inputs), list(outputs)
     model.subgraphs = [sub]
-    builder = flatbuffers.Builder(4096)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return _packed(model)
 
 
 def _with_custom_ops(data: bytes, custom: dict[int, tuple[str, dict]]) -> bytes:
     """``data`` with operator ``k`` turned into the custom op ``custom[k] = (name, options)``
     (its options a flexbuffer map, as TFLM's signal kernels read them in Init)."""
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
     from flatbuffers import flexbuffers
 
@@ -1177,9 +1170,7 @@ def _with_custom_ops(data: bytes, custom: dict[int, tuple[str, dict]]) -> bytes:
         op.builtinOptionsType, op.builtinOptions = schema.BuiltinOptions.NONE, None
         op.customOptions = list(flexbuffers.Dumps(options)) if options else None
         op.customOptionsFormat = schema.CustomOptionsFormat.FLEXBUFFERS
-    builder = flatbuffers.Builder(4096)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return _packed(model)
 
 
 @calibration_model(FLOAT32)

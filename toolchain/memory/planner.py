@@ -218,7 +218,7 @@ def arena_buffers(graph: Graph, scratch: list[ScratchRequest] | tuple = ()) -> l
     """The buffers TFLM plans for ``graph``, in the order it adds them (step 2); with control
     flow, those of every subgraph (``ScratchRequest.subgraph`` says whose op made a request)."""
     if graph.subgraphs:
-        return _model_buffers(graph, scratch)
+        return _model_buffers(graph, scratch, model_lifetimes(graph))
     buffers = _tensor_buffers(graph, tensor_lifetimes(graph))
     for request in scratch:
         scope = request.op_index + 1
@@ -226,8 +226,7 @@ def arena_buffers(graph: Graph, scratch: list[ScratchRequest] | tuple = ()) -> l
     return buffers
 
 
-def _model_buffers(graph: Graph, scratch) -> list[Buffer]:
-    lifetimes = model_lifetimes(graph)
+def _model_buffers(graph: Graph, scratch, lifetimes: ModelLifetimes) -> list[Buffer]:
     buffers = []
     for k, sub in enumerate([graph, *graph.subgraphs]):
         buffers += _tensor_buffers(sub, lifetimes.tensors[k], k)
@@ -347,6 +346,9 @@ class MemoryPlan:
 
 def plan_graph(graph: Graph, scratch: list[ScratchRequest] | tuple = ()) -> MemoryPlan:
     """Plan ``graph``'s arena head exactly as TFLM's greedy planner does."""
-    buffers = arena_buffers(graph, scratch)
-    scopes = model_lifetimes(graph).num_scopes if graph.subgraphs else len(graph.ops) + 1
+    if graph.subgraphs:  # one walk gives both the buffers and the number of scopes
+        lifetimes = model_lifetimes(graph)
+        buffers, scopes = _model_buffers(graph, scratch, lifetimes), lifetimes.num_scopes
+    else:
+        buffers, scopes = arena_buffers(graph, scratch), len(graph.ops) + 1
     return MemoryPlan(buffers, greedy_offsets(buffers), num_scopes=scopes)

@@ -137,6 +137,7 @@ def _check_control_flow(graph: Graph, where: str) -> None:
     """What TFLM cannot run: a control-flow op naming a subgraph that does not exist (its
     Prepare fails) or a subgraph that runs itself (TFLM's lifetime walk would never end)."""
     every = [graph, *graph.subgraphs]
+    children = [[c for op in g.ops for c in called_subgraphs(op)] for g in every]
     for k, g in enumerate(every):
         for i, op in enumerate(g.ops):
             for child in called_subgraphs(op):
@@ -146,17 +147,16 @@ def _check_control_flow(graph: Graph, where: str) -> None:
     visits: dict[int, int] = {}
     depth: dict[int, int] = {}
     state: dict[int, str] = {}
-    stack = [(0, iter(c for op in graph.ops for c in called_subgraphs(op)))]
+    stack = [(0, iter(children[0]))]
     state[0] = "open"
     while stack:  # depth-first, without Python's recursion: a cycle is a subgraph met while open
-        k, children = stack[-1]
-        child = next(children, None)
+        k, pending = stack[-1]
+        child = next(pending, None)
         if child is None:
             stack.pop()
             state[k] = "done"
-            kids = [c for op in every[k].ops for c in called_subgraphs(op)]
-            visits[k] = len(every[k].ops) + sum(visits[c] for c in kids)
-            depth[k] = 1 + max((depth[c] for c in kids), default=0)
+            visits[k] = len(every[k].ops) + sum(visits[c] for c in children[k])
+            depth[k] = 1 + max((depth[c] for c in children[k]), default=0)
             if visits[k] > MAX_CONTROL_FLOW_VISITS or depth[k] > MAX_CONTROL_FLOW_DEPTH:
                 raise InputError(f"{where}: control flow nested {depth[k]} deep with {visits[k]:,} op visits; moofa plans "
                                  f"at most {MAX_CONTROL_FLOW_DEPTH} levels and {MAX_CONTROL_FLOW_VISITS:,} visits")
@@ -165,7 +165,7 @@ def _check_control_flow(graph: Graph, where: str) -> None:
             raise InputError(f"{where}: subgraph {child} runs itself (control flow in a cycle); TFLM cannot plan it")
         if child not in state:
             state[child] = "open"
-            stack.append((child, iter(c for op in every[child].ops for c in called_subgraphs(op))))
+            stack.append((child, iter(children[child])))
 
 
 def _parse_subgraph(model, index: int, op_kinds: list[str], buffer_has_data: list[bool], bounds: _Bounds, where: str) -> Graph:

@@ -1229,6 +1229,154 @@ def stacker_f():
 
 
 @calibration_model(FLOAT32)
+def signal_state_f():
+    """The signal kernels that keep state per row of their input, sized in Prepare from its shape
+    and their options: SignalDelay on (2, 8) and (8,) int16 (one circular buffer of frame + delay
+    elements per row), SignalFramer on (16,) and (2, 16) (capacity: the frame size rounded up to a
+    multiple of the step), SignalOverlapAdd on (2, 3, 8) int16 and (3, 8) float32 (a frame of state
+    per row). Assembled with the schema, options as flexbuffer maps."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    T, B, none = schema.TensorType, schema.BuiltinOperator, schema.BuiltinOptions.NONE
+    tensors = [((2, 8), T.INT16, None, None), ((2, 8), T.INT16, None, None),            # 0, 1 delay 1
+               ((8,), T.INT16, None, None), ((8,), T.INT16, None, None),                # 2, 3 delay 2
+               ((16,), T.INT16, None, None), ((4, 8), T.INT16, None, None), ((), T.BOOL, None, None),  # 4-6 framer 1
+               ((2, 16), T.INT16, None, None), ((2, 4, 6), T.INT16, None, None), ((), T.BOOL, None, None),  # 7-9
+               ((2, 3, 8), T.INT16, None, None), ((2, 12), T.INT16, None, None),        # 10, 11 overlap-add 1
+               ((3, 8), T.FLOAT32, None, None), ((12,), T.FLOAT32, None, None)]         # 12, 13 overlap-add 2
+    ops = [(B.ADD, [0], [1], none, None), (B.ADD, [2], [3], none, None),
+           (B.ADD, [4], [5, 6], none, None), (B.ADD, [7], [8, 9], none, None),
+           (B.ADD, [10], [11], none, None), (B.ADD, [12], [13], none, None)]
+    data = _assembled(tensors, ops, [0, 2, 4, 7, 10, 12], [1, 3, 5, 6, 8, 9, 11, 13])
+    return _with_custom_ops(data, {
+        0: ("SignalDelay", {"delay_length": 3}), 1: ("SignalDelay", {"delay_length": 21}),
+        2: ("SignalFramer", {"frame_size": 8, "frame_step": 4, "prefill": True}),
+        3: ("SignalFramer", {"frame_size": 6, "frame_step": 4, "prefill": False}),
+        4: ("SignalOverlapAdd", {"T": int(T.INT16), "frame_step": 4}),
+        5: ("SignalOverlapAdd", {"T": int(T.FLOAT32), "frame_step": 4}),
+    })
+
+
+@calibration_model(FLOAT32)
+def signal_fft_f():
+    """The signal kernels whose Init sizes a buffer from the options: SignalFilterBank (a work
+    area of num_channels + 1 uint64), SignalFilterBankSpectralSubtraction (a noise estimate per
+    channel), SignalRfft (a KISS FFT state of fft_length, and a scratch work area) in int16 and
+    float32, SignalIrfft in int16 and int32; and SignalFilterBankLog (8 B of options). Assembled
+    with the schema: a 4-channel filter bank over a 16-bin spectrum (valid band tables, as the
+    kernel reads them in Eval), FFTs of 32 points."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    T, B, none = schema.TensorType, schema.BuiltinOperator, schema.BuiltinOptions.NONE
+    rng = np.random.default_rng(11)
+    band = np.arange(0, 10, 2, dtype=np.int16)
+    tensors = [((16,), T.UINT32, None, None),                                           # 0 spectrum
+               ((10,), T.INT16, rng.integers(0, 1 << 12, 10).astype(np.int16), None),   # 1 weights
+               ((10,), T.INT16, rng.integers(0, 1 << 12, 10).astype(np.int16), None),   # 2 unweights
+               ((5,), T.INT16, band, None), ((5,), T.INT16, band.copy(), None),          # 3, 4 starts
+               ((5,), T.INT16, np.full(5, 2, np.int16), None),                          # 5 widths
+               ((4,), T.UINT64, None, None),                                            # 6 channels
+               ((4,), T.UINT32, None, None), ((4,), T.UINT32, None, None), ((4,), T.UINT32, None, None),  # 7-9
+               ((4,), T.INT16, None, None),                                             # 10 log
+               ((2, 30), T.INT16, None, None), ((2, 34), T.INT16, None, None),          # 11, 12 rfft int16
+               ((20,), T.FLOAT32, None, None), ((34,), T.FLOAT32, None, None),          # 13, 14 rfft float
+               ((2, 32), T.INT16, None, None),                                          # 15 irfft int16
+               ((34,), T.INT32, None, None), ((32,), T.INT32, None, None)]              # 16, 17 irfft int32
+    ops = [(B.ADD, [0, 1, 2, 3, 4, 5], [6], none, None),
+           (B.ADD, [7], [8, 9], none, None), (B.ADD, [8], [10], none, None),
+           (B.ADD, [11], [12], none, None), (B.ADD, [13], [14], none, None),
+           (B.ADD, [12], [15], none, None), (B.ADD, [16], [17], none, None)]
+    data = _assembled(tensors, ops, [0, 7, 11, 13, 16], [6, 9, 10, 14, 15, 17])
+    subtraction = {"alternate_one_minus_smoothing": 0, "alternate_smoothing": 0, "clamping": False,
+                   "min_signal_remaining": 655, "num_channels": 4, "one_minus_smoothing": 15729,
+                   "smoothing": 655, "smoothing_bits": 0, "spectral_subtraction_bits": 14}
+    return _with_custom_ops(data, {
+        0: ("SignalFilterBank", {"num_channels": 4}),
+        1: ("SignalFilterBankSpectralSubtraction", subtraction),
+        2: ("SignalFilterBankLog", {"input_correction_bits": 3, "output_scale": 1600}),
+        3: ("SignalRfft", {"T": int(T.INT16), "fft_length": 32}),
+        4: ("SignalRfft", {"T": int(T.FLOAT32), "fft_length": 32}),
+        5: ("SignalIrfft", {"T": int(T.INT16), "fft_length": 32}),
+        6: ("SignalIrfft", {"T": int(T.INT32), "fft_length": 32}),
+    })
+
+
+@calibration_model(FLOAT32)
+def circular_buffer_8():
+    """TFLM's CIRCULAR_BUFFER custom op twice (int8 (1, 1, 1, depth) in, (1, slots, 1, depth) out,
+    one scale; cycles_max 1: with more, Invoke returns kTfLiteAbort until the op has run): its
+    Init allocates an 8-byte OpData (kernels/circular_buffer.cc)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    T, B, none = schema.TensorType, schema.BuiltinOperator, schema.BuiltinOptions.NONE
+    q = (0.1, 0)
+    tensors = [((1, 1, 1, 8), T.INT8, None, q), ((1, 4, 1, 8), T.INT8, None, q),
+               ((1, 1, 1, 16), T.INT8, None, q), ((1, 3, 1, 16), T.INT8, None, q)]
+    ops = [(B.ADD, [0], [1], none, None), (B.ADD, [2], [3], none, None)]
+    data = _assembled(tensors, ops, [0, 2], [1, 3])
+    return _with_custom_ops(data, {0: ("CIRCULAR_BUFFER", {"cycles_max": 1}), 1: ("CIRCULAR_BUFFER", {"cycles_max": 1})})
+
+
+@calibration_model(FLOAT32)
+def detection_f():
+    """TFLite_Detection_PostProcess twice (float32 SSD heads of 6 and 10 anchors, 2 and 3 classes
+    plus background; fast and regular NMS): Init allocates a 112-byte OpData, Prepare asks for
+    eleven scratch buffers from the box count, the score shape and the options
+    (kernels/detection_postprocess.cc)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    T, B, none = schema.TensorType, schema.BuiltinOperator, schema.BuiltinOptions.NONE
+    rng = np.random.default_rng(5)
+
+    def anchors(n):  # (y, x, h, w) centre-size anchors inside the unit square
+        return np.column_stack([rng.uniform(0.2, 0.8, (n, 2)), rng.uniform(0.1, 0.3, (n, 2))]).astype(np.float32)
+
+    tensors = [((1, 6, 4), T.FLOAT32, None, None), ((1, 6, 3), T.FLOAT32, None, None),
+               ((6, 4), T.FLOAT32, anchors(6), None),
+               ((1, 3, 4), T.FLOAT32, None, None), ((1, 3), T.FLOAT32, None, None),
+               ((1, 3), T.FLOAT32, None, None), ((1,), T.FLOAT32, None, None),
+               ((1, 10, 4), T.FLOAT32, None, None), ((1, 10, 4), T.FLOAT32, None, None),
+               ((10, 4), T.FLOAT32, anchors(10), None),
+               ((1, 5, 4), T.FLOAT32, None, None), ((1, 5), T.FLOAT32, None, None),
+               ((1, 5), T.FLOAT32, None, None), ((1,), T.FLOAT32, None, None)]
+    ops = [(B.ADD, [0, 1, 2], [3, 4, 5, 6], none, None), (B.ADD, [7, 8, 9], [10, 11, 12, 13], none, None)]
+    data = _assembled(tensors, ops, [0, 1, 7, 8], [3, 4, 5, 6, 10, 11, 12, 13])
+    common = {"nms_iou_threshold": 0.5, "nms_score_threshold": 0.1, "y_scale": 10.0, "x_scale": 10.0,
+              "h_scale": 5.0, "w_scale": 5.0, "max_classes_per_detection": 1}
+    return _with_custom_ops(data, {
+        0: ("TFLite_Detection_PostProcess", {**common, "max_detections": 3, "num_classes": 2}),
+        1: ("TFLite_Detection_PostProcess", {**common, "max_detections": 5, "num_classes": 3,
+                                             "use_regular_nms": True, "detections_per_class": 2}),
+    })
+
+
+@calibration_model(FLOAT32)
+def add_n_f():
+    """ADD_N of three, then of five inputs (float32): each asks for a scratch buffer of one
+    pointer per input (kernels/add_n.cc); no Init, nothing persistent."""
+    tf = _tf()
+
+    def f(a, b, c, d, e):
+        return tf.math.add_n([a, b, c]), tf.math.add_n([a, b, c, d, e])
+
+    return Traced(f, [(1, 4, 4, 8)] * 5)
+
+
+@calibration_model(FLOAT32)
+def add_n_8():
+    """int8 ADD_N of three, then of four inputs (one scale and zero point, as the kernel checks):
+    Prepare allocates a 40-byte OpData and asks for the pointer scratch (kernels/add_n.cc).
+    Assembled: the converter's quantizer leaves ADD_N float between DEQUANTIZE and QUANTIZE."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    T, B, none = schema.TensorType, schema.BuiltinOperator, schema.BuiltinOptions.NONE
+    q = (0.05, -3)
+    tensors = [((1, 4, 4, 8), T.INT8, None, q) for _ in range(6)]
+    ops = [(B.ADD_N, [0, 1, 2], [4], none, None), (B.ADD_N, [0, 1, 2, 3], [5], none, None)]
+    return _assembled(tensors, ops, [0, 1, 2, 3], [4, 5])
+
+
+@calibration_model(FLOAT32)
 def expand_squeeze_f():
     """EXPAND_DIMS twice (constant int32 axes 1 and 3), then SQUEEZE twice (squeeze_dims [3], then
     [1]): (1, 8) -> (1, 1, 8) -> (1, 1, 8, 1) -> (1, 1, 8) -> (1, 8). Assembled: the converter

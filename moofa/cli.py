@@ -372,16 +372,18 @@ def _cmd_plan(args) -> int:
         plan_model,
     )
 
-    library = args.kernel_library or "reference"
+    library, pointer_bytes = args.kernel_library or "reference", 8
     if args.target:
         from toolchain.boards.targets import resolve_target
 
-        library = resolve_target(args.target).kernel_library
+        target = resolve_target(args.target)
+        library, pointer_bytes = target.kernel_library, target.pointer_bytes
     from toolchain.files import check_outputs_are_not_inputs
 
     out = Path(args.out) if args.out else default_out_path(args.model)
     check_outputs_are_not_inputs([out], [args.model])
-    result = plan_model(args.model, out, exact=args.exact, time_limit_s=args.time_limit, kernel_library=library)
+    result = plan_model(args.model, out, exact=args.exact, time_limit_s=args.time_limit, kernel_library=library,
+                        pointer_bytes=pointer_bytes)
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_plan_result(result))
     return EXIT_OK
 

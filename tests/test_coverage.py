@@ -113,7 +113,7 @@ def test_the_op_lists_are_the_pinned_tflm_resolvers():
 
 @pytest.fixture(scope="module")
 def add_n_model(tmp_path_factory) -> Path:
-    """float32 ADD_N of three tensors (TFLM runs it): ADD_N is not modelled."""
+    """float32 ADD_N of three tensors, converted by TensorFlow."""
     from toolchain.runtime.tf import quietly, tf_quiet
 
     tf = tf_quiet()
@@ -124,18 +124,35 @@ def add_n_model(tmp_path_factory) -> Path:
     return path
 
 
-def test_an_unmodelled_op_is_approximate_in_every_output_and_strict_refuses_it(add_n_model, tmp_path):
+def test_add_n_is_exact_and_its_scratch_is_a_pointer_per_input(add_n_model):
+    """ADD_N asks for one pointer per input: 8 bytes each on the host, 4 on a Cortex-M build."""
+    from toolchain.memory.scratch import scratch_requests
+
     graph = read_model(add_n_model)
-    assert "ADD_N" in graph.op_kinds and unmodelled_ops(graph) == ("ADD_N",)
-    measure(add_n_model)  # TFLM runs it
-    r = moofa("verify", str(add_n_model), "--target", "host", "--json")
+    assert "ADD_N" in graph.op_kinds and unmodelled_ops(graph) == ()
+    assert measure(add_n_model).agrees_with(estimate_arena(graph, 8, "reference"))
+    add_n = [i for i, op in enumerate(graph.ops) if op.kind == "ADD_N"]
+    for pointer_bytes in (8, 4):
+        sizes = [r.size_bytes for r in scratch_requests(graph, "cmsis-nn", pointer_bytes) if r.op_index in add_n]
+        assert sizes == [3 * pointer_bytes]
+
+
+def test_an_unmodelled_op_is_approximate_in_every_output_and_strict_refuses_it(corpus, tmp_path):
+    """A Vela-compiled model's ``ethos-u`` op (TFLM registers it for the NPU; moofa has no
+    figures for it) makes every target approximate."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = _with_custom_ops(corpus["fc_only"], tmp_path / "vela.tflite", [("ethos-u", schema.TensorType.INT8)])
+    graph = read_model(model)
+    assert unmodelled_ops(graph) == ("CUSTOM:ethos-u",)
+    r = moofa("verify", str(model), "--target", "host", "--json")
     target = json.loads(r.stdout)["targets"][0]
-    assert r.returncode == 0 and target["exact"] is False and target["unmodelled_ops"] == ["ADD_N"]
-    r = moofa("verify", str(add_n_model), "--target", "host", "--junit", str(tmp_path / "j.xml"))
-    assert "approx*" in r.stdout and "ADD_N" in r.stdout
+    assert r.returncode == 0 and target["exact"] is False and target["unmodelled_ops"] == ["CUSTOM:ethos-u"]
+    r = moofa("verify", str(model), "--target", "host", "--junit", str(tmp_path / "j.xml"))
+    assert "approx*" in r.stdout and "CUSTOM:ethos-u" in r.stdout
     assert '<property name="exact" value="false"/>' in (tmp_path / "j.xml").read_text()
-    r = moofa("verify", str(add_n_model), "--target", "host", "--strict")
-    assert r.returncode == 2 and "ADD_N" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = moofa("verify", str(model), "--target", "host", "--strict")
+    assert r.returncode == 2 and "CUSTOM:ethos-u" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_exact_only_on_the_measured_builds(corpus):
@@ -238,7 +255,7 @@ def test_every_schema_tensor_type_reads_and_custom_ops_are_named_not_fatal(corpu
 
     signal = _with_custom_ops(corpus["fc_only"], tmp_path / "signal.tflite",
                               [("SignalDelay", schema.TensorType.UINT16), ("SignalFramer", schema.TensorType.UINT32),
-                               ("NoSuchVendorOp", schema.TensorType.INT32)])  # two signal ops not modelled yet
+                               ("NoSuchVendorOp", schema.TensorType.INT32)])  # two signal ops without the options they are sized from
     r = moofa("verify", str(signal), "--target", "host,f746", "--json")
     assert r.returncode == 0, r.stderr
     targets = json.loads(r.stdout)["targets"]
@@ -445,3 +462,29 @@ def test_a_shape_operand_that_is_not_constant_is_refused_as_tflm_refuses_it(kind
         measure(path)
     r = moofa("verify", str(path), "--target", "host")
     assert r.returncode == 1 and "will not run on TFLM" in r.stdout
+
+
+_VALID_OPTIONS = {"num_channels": 8, "stacker_left_context": 2, "stacker_right_context": 1, "delay_length": 3,
+                  "frame_size": 8, "frame_step": 4, "T": 7, "fft_length": 32, "max_detections": 10**6, "num_classes": 2}
+
+
+@pytest.mark.parametrize("options", [None, {}, {"delay_length": "three"}, {"frame_size": 8}, {"num_channels": -5},
+                                     {"T": 99, "fft_length": -32}, {"T": 99, "fft_length": 32}, _VALID_OPTIONS])
+def test_ops_sized_from_their_options_are_approximate_without_them_and_never_fail(options):
+    """The signal ops and the SSD post-processing are sized from their flexbuffer options: a model
+    whose options are missing or malformed is priced (a guess, never a crash or a negative size)
+    and marked approximate; with the options each needs it is exact."""
+    from toolchain.ir.graph import Graph, Op, Tensor
+    from toolchain.memory.coverage import SIZED_BY_OPTIONS
+
+    t = [Tensor("a", (1, 10, 4), "float32"), Tensor("b", (1, 10, 3), "float32"), Tensor("c", (10, 4), "float32"),
+         Tensor("d", (2, 16), "int16")]
+    for kind in SIZED_BY_OPTIONS:
+        inputs = (0, 1, 2) if "Detection" in kind else (3,)
+        attrs = {} if options is None else {"options": options}
+        graph = Graph(t, [Op(kind, inputs, (3,), attrs)], [0], [3])
+        assert (unmodelled_ops(graph) == ()) == (options is _VALID_OPTIONS), (kind, options)
+        for pointer_bytes, library in ((8, "reference"), (4, "cmsis-nn")):
+            e = estimate_arena(graph, pointer_bytes, library)
+            assert e.arena_head_bytes >= 0 and e.arena_tail_bytes > 0
+            assert all(b.size_bytes >= 0 for b in e.plan.buffers)

@@ -48,7 +48,8 @@ POINTER_WIDTHS = (8, 4)
 CASES = 10_000
 
 # Op kinds a mutation may give an op: every kind the memory model treats specially (scratch or
-# tail figures, GATHER's output dims among them) and two it has no figures for.
+# tail figures, GATHER's output dims and ADD_N's pointer scratch among them) and a custom op it has
+# no figures for.
 KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MEAN", "AVERAGE_POOL_2D", "MAX_POOL_2D", "SOFTMAX",
          "ADD", "MUL", "CONCATENATION", "RESHAPE", "HARD_SWISH", "QUANTIZE", "TRANSPOSE_CONV", "BATCH_MATMUL", "EMBEDDING_LOOKUP",
          "SVDF", "SUM", "REDUCE_MAX", "MIRROR_PAD", "GATHER", "ADD_N", "CUSTOM")

@@ -294,7 +294,7 @@ class Pricer:
     # pieces ---------------------------------------------------------------------------------
     def _piece(self, graph: Graph, params: int, macs: int, owns_input: bool = False, owns_output: bool = False,
                stage_block: bool = False) -> _Piece:
-        scratch = self._scratch_requests(graph, self.kernel_library)
+        scratch = self._scratch_requests(graph, self.kernel_library, self.pointer_bytes)
         tails: tuple[list, list, list] = ([], [], [])
         for op in graph.ops:  # toolchain.memory.persistent states each op's tail once
             for region, allocations in zip(tails, op_allocations(graph, op, self._kernels)):

@@ -249,7 +249,7 @@ def deploy_tflite(model_path: Path, target, out_dir: Path, options: DeployOption
 
     t = time.perf_counter()
     say("plan: embedding an offline arena plan where it beats TFLM's greedy one")
-    plan = plan_model(model_out, model_out, kernel_library=target.kernel_library)
+    plan = plan_model(model_out, model_out, kernel_library=target.kernel_library, pointer_bytes=target.pointer_bytes)
     timings["plan"] = time.perf_counter() - t
 
     t = time.perf_counter()

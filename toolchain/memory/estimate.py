@@ -43,9 +43,9 @@ class ArenaEstimate:
 
 def estimate_arena(graph: Graph, pointer_bytes: int = 8, kernel_library: str = "reference") -> ArenaEstimate:
     """The arena TFLM needs for ``graph`` on a build with this pointer width and kernel library."""
-    scratch = scratch_requests(graph, kernel_library)
+    scratch = scratch_requests(graph, kernel_library, pointer_bytes)
     for k, sub in enumerate(graph.subgraphs, start=1):  # control flow: kernels prepare subgraph by subgraph
-        scratch += [replace(r, subgraph=k) for r in scratch_requests(sub, kernel_library)]
+        scratch += [replace(r, subgraph=k) for r in scratch_requests(sub, kernel_library, pointer_bytes)]
     plan = plan_graph(graph, scratch)
     tail = estimate_tail(graph, pointer_bytes, scratch_count=len(scratch), kernel_library=kernel_library)
     return ArenaEstimate(

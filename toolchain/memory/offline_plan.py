@@ -509,11 +509,11 @@ class PlanResult:
 
 
 def plan_graph_offline(graph: Graph, exact: bool = False, time_limit_s: float = 10.0,
-                       kernel_library: str = "reference") -> tuple[Packing, MemoryPlan, MemoryPlan]:
+                       kernel_library: str = "reference", pointer_bytes: int = 8) -> tuple[Packing, MemoryPlan, MemoryPlan]:
     """Plan ``graph`` (ignoring any plan it carries): the packing, TFLM's own greedy plan, and
     the plan TFLM will make with the packing's tensor offsets embedded."""
     online = dataclasses.replace(graph, offline_offsets=None)
-    scratch = scratch_requests(online, kernel_library)
+    scratch = scratch_requests(online, kernel_library, pointer_bytes)
     greedy = predict_with_offsets(online, scratch, None)
     buffers = greedy.buffers
     start = time.perf_counter()
@@ -537,7 +537,7 @@ _read = read_input_bytes
 
 
 def plan_model(path, out_path=None, exact: bool = False, time_limit_s: float = 10.0,
-               kernel_library: str = "reference") -> PlanResult:
+               kernel_library: str = "reference", pointer_bytes: int = 8) -> PlanResult:
     """Plan the arena of the model at ``path`` and, given ``out_path``, write a copy carrying the
     plan (atomically). The copy embeds a plan only where it beats TFLM's greedy one; otherwise it
     is the model as it was (less a plan that was worse than TFLM's own). A plan the model already
@@ -560,7 +560,7 @@ def plan_model(path, out_path=None, exact: bool = False, time_limit_s: float = 1
         data = embed_offline_plan(data, None, str(path))
         graph = parse_model(data, str(path))
     start = time.perf_counter()
-    packing, greedy, predicted = plan_graph_offline(graph, exact, time_limit_s, kernel_library)
+    packing, greedy, predicted = plan_graph_offline(graph, exact, time_limit_s, kernel_library, pointer_bytes)
     planning_s = time.perf_counter() - start
     check_no_overlap(predicted.buffers, predicted.offsets)
     lower = greedy.lower_bound_bytes
@@ -572,7 +572,7 @@ def plan_model(path, out_path=None, exact: bool = False, time_limit_s: float = 1
     existing_head = None
     existing_ok = False
     if graph.offline_offsets is not None:
-        scratch = scratch_requests(graph, kernel_library)
+        scratch = scratch_requests(graph, kernel_library, pointer_bytes)
         existing = predict_with_offsets(graph, scratch, graph.offline_offsets)
         existing_head = existing.head_bytes
         try:

@@ -80,6 +80,129 @@ def _stacker_init(params_bytes: int, circular_buffer_bytes: int) -> Callable:
     return init
 
 
+def _option(op, *names: str) -> list[int] | None:
+    """The signal op's integer options ``names`` (read by the reader into ``attrs["options"]``),
+    or None when the model's options cannot be read."""
+    options = op.attrs.get("options") or {}
+    try:
+        return [int(options[n]) for n in names]
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _outer_dims(t, inner: int = 1) -> int:
+    """The number of rows the signal kernels keep state for: the flat size over the innermost
+    ``inner`` dimensions (0 for a tensor a malformed model lacks)."""
+    if t is None or len(t.shape) < inner:
+        return 0
+    size = 1
+    for d in t.shape[: len(t.shape) - inner]:
+        size *= max(d, 0)
+    return size
+
+
+def _per_row(size: int, rows: int) -> list[int]:
+    """``rows`` persistent buffers of ``size`` bytes each, as allocations: the first on its own
+    (it may take less, from a tail not yet 16-aligned), the rest as one (each then takes exactly
+    ``size`` rounded up to 16 bytes), so that a model with millions of rows stays one number."""
+    if rows <= 0:
+        return []
+    rounded = -(-size // PERSISTENT_BUFFER_ALIGNMENT) * PERSISTENT_BUFFER_ALIGNMENT
+    return [size] + ([rounded * (rows - 1)] if rows > 1 else [])
+
+
+def _circular_buffers_prepare(pointer_bytes: int, circular_buffer_bytes: int, capacity: Callable) -> Callable:
+    """The Prepare of SignalDelay and SignalFramer (signal/micro/kernels/delay.cc, framer.cc): two
+    arrays of one pointer per outer row of the input (the state buffers, the circular buffers),
+    then per row the state of a circular buffer of ``capacity(op, innermost)`` int16 elements
+    (CircularBufferGetNeededMemory, signal/src/circular_buffer.cc: the struct, 2 int16 per element).
+    Options that cannot be read: a generous guess of 1 KiB of state per row."""
+
+    def prepare(graph: Graph, op) -> list[int]:
+        src = _operand(graph, op.inputs, 0)
+        rows = _outer_dims(src)
+        if rows == 0:
+            return []
+        elements = capacity(op, src.shape[-1])
+        state = circular_buffer_bytes + 4 * max(elements, 0) if elements is not None else 1024
+        return [pointer_bytes * rows, pointer_bytes * rows] + _per_row(state, rows)
+
+    return prepare
+
+
+def _delay_capacity(op, innermost: int) -> int | None:
+    delay = _option(op, "delay_length")
+    return None if delay is None else innermost + delay[0]
+
+
+def _framer_capacity(op, innermost: int) -> int | None:
+    # The frame size rounded up to a multiple of the frame step (framer.cc FramerPrepare).
+    sizes = _option(op, "frame_size", "frame_step")
+    if sizes is None or sizes[1] <= 0:
+        return None
+    size, step = sizes
+    return (size + step - 1) // step * step
+
+
+def _filter_bank_init(params_bytes: int) -> Callable:
+    """SignalFilterBank's Init (signal/micro/kernels/filter_bank.cc): its params, then a work area
+    of num_channels + 1 uint64 (channel 0 is scratch). Unreadable options: 64 channels."""
+
+    def init(graph: Graph, op) -> list[int]:
+        channels = _option(op, "num_channels")
+        return [params_bytes, 8 * (max(channels[0], 0) + 1 if channels else 65)]
+
+    return init
+
+
+def _spectral_subtraction_init(params_bytes: int) -> Callable:
+    """SignalFilterBankSpectralSubtraction's Init (filter_bank_spectral_subtraction.cc): its params,
+    then the noise estimate, one uint32 per channel. Unreadable options: 64 channels."""
+
+    def init(graph: Graph, op) -> list[int]:
+        channels = _option(op, "num_channels")
+        return [params_bytes, 4 * (max(channels[0], 0) if channels else 64)]
+
+    return init
+
+
+# LiteRT TensorType codes of the signal library's FFT types (its ``T`` option): FLOAT32, INT32, INT16.
+_FFT_SCALAR_BYTES = {0: 4, 2: 4, 7: 2}
+
+
+def _fft_init(params_bytes: int, pointer_bytes: int) -> Callable:
+    """SignalRfft's and SignalIrfft's Init (signal/micro/kernels/rfft.cc, irfft.cc): their params,
+    then the KISS FFT state of a real FFT of ``fft_length`` points of type ``T`` (both from the
+    options): kiss_fftr_alloc's memneeded (kissfft tools/kiss_fftr.c) = sizeof(kiss_fftr_state)
+    (three pointers) + the complex FFT of n = fft_length / 2 points (kiss_fft.c: sizeof(kiss_fft_state)
+    = 2 + 2 x MAXFACTORS (32) ints and one complex, then n - 1 more twiddles) + 3n/2 complex
+    values; a complex value is two scalars. Unreadable options: a 512-point int32 FFT."""
+
+    def init(graph: Graph, op) -> list[int]:
+        options = _option(op, "T", "fft_length")
+        kind, length = options if options is not None and options[0] in _FFT_SCALAR_BYTES else (2, 512)
+        n = max(length, 0) // 2
+        cpx = 2 * _FFT_SCALAR_BYTES[kind]
+        return [params_bytes, 3 * pointer_bytes + 4 * (2 + 2 * 32) + cpx * n + cpx * (n * 3 // 2)]
+
+    return init
+
+
+def _overlap_add_prepare(pointer_bytes: int) -> Callable:
+    """SignalOverlapAdd's Prepare (signal/micro/kernels/overlap_add.cc): one pointer per outer row
+    of the (..., frames, frame size) input, then per row a state of frame-size elements of the
+    input's type."""
+
+    def prepare(graph: Graph, op) -> list[int]:
+        src = _operand(graph, op.inputs, 0)
+        rows = _outer_dims(src, inner=2)
+        if rows == 0:
+            return []
+        return [pointer_bytes * rows] + _per_row(max(src.shape[-1], 0) * DTYPE_BYTES.get(src.dtype, 4), rows)
+
+    return prepare
+
+
 def _k(builtin_bytes: int, builtin_align: int, init_bytes: int, per_channel: bool | str = False) -> KernelTail:
     builtin = ((builtin_bytes, builtin_align),) if builtin_bytes else ()
     return KernelTail(builtin, init_bytes, per_channel)
@@ -321,6 +444,34 @@ HOST_KERNELS: dict[str, KernelTail] = {
     # TFLMSignalStackerParams {four int32, two size_t, bool, two pointers}: 56 B; CircularBuffer
     # {three size_t, two int32, a pointer}: 40 B.
     "CUSTOM:SignalStacker": KernelTail((), 0, shaped_init=_stacker_init(56, 40)),
+    # TFLMSignalFrontendDelayParams {three int32, two pointers}: 32 B; TFLMSignalFramerParams
+    # {four int32, bool, two pointers}: 40 B. Both size their circular buffers in Prepare.
+    "CUSTOM:SignalDelay": KernelTail((), 32, shaped_prepare=_circular_buffers_prepare(8, 40, _delay_capacity)),
+    "CUSTOM:SignalFramer": KernelTail((), 40, shaped_prepare=_circular_buffers_prepare(8, 40, _framer_capacity)),
+    # TFLMSignalFilterBankParams {FilterbankConfig {int32, five pointers, two int32}, a pointer}: 64 B.
+    "CUSTOM:SignalFilterBank": KernelTail((), 0, shaped_init=_filter_bank_init(64)),
+    # TFLMSignalLogParams {two int}: 8 B.
+    "CUSTOM:SignalFilterBankLog": _k(0, 1, 8),
+    # TFLMSignalSpectralSubtractionParams {SpectralSubtractionConfig {int32, seven uint32, bool}:
+    # 36 B, a pointer, a size_t}: 56 B.
+    "CUSTOM:SignalFilterBankSpectralSubtraction": KernelTail((), 0, shaped_init=_spectral_subtraction_init(56)),
+    # TFLMSignalOverlapAddParams {four int32, an enum, a pointer}: 32 B.
+    "CUSTOM:SignalOverlapAdd": KernelTail((), 32, shaped_prepare=_overlap_add_prepare(8)),
+    # TfLiteAudioFrontendRfftParams {four int32, an enum, T*, int, int8*}: 48 B (the scratch of
+    # fft_length scalars its Prepare asks for is in scratch.py); the Irfft params {four int32, an
+    # enum, int8*}: 32 B.
+    "CUSTOM:SignalRfft": KernelTail((), 0, shaped_init=_fft_init(48, 8)),
+    "CUSTOM:SignalIrfft": KernelTail((), 0, shaped_init=_fft_init(32, 8)),
+    # CIRCULAR_BUFFER (kernels/circular_buffer.cc): Init allocates OpDataCircularBuffer {two int}.
+    "CUSTOM:CIRCULAR_BUFFER": _k(0, 1, 8),
+    # TFLite_Detection_PostProcess (kernels/detection_postprocess.cc): Init allocates its OpData
+    # {six int/float, a bool, CenterSizeEncoding (four floats), eleven scratch indices, three
+    # TfLiteQuantizationParams {float, int32}}: 112 B, no pointers (the same on 32-bit builds).
+    # Its eleven scratch requests are in scratch.py.
+    "CUSTOM:TFLite_Detection_PostProcess": _k(0, 1, 112),
+    # ADD_N (kernels/add_n.cc): no options, no Init; an int8 Prepare allocates its OpData (ten
+    # int32: 40 B). Its pointer scratch is in scratch.py.
+    "ADD_N": KernelTail((), 0, shaped_prepare=_int8_op_data(40, of_output=True)),
     # QUANTIZE + DEQUANTIZE measured together (64 bytes); the split is assumed even.
     "QUANTIZE": _k(0, 1, 32),
     "DEQUANTIZE": _k(0, 1, 32),
@@ -413,7 +564,18 @@ MCU32_REFERENCE_KERNELS: dict[str, KernelTail] = _with(
     CAST=_k(2, 1, 0),
     MIRROR_PAD=_k(1, 1, 20),
     # The same structs with 4-byte size_t and pointers: 36 B and 24 B.
-    **{"CUSTOM:SignalStacker": KernelTail((), 0, shaped_init=_stacker_init(36, 24))},
+    # The signal kernels' structs with 4-byte pointers and size_t (each struct's padding as on the
+    # host but to 4 bytes): delay params 20 B, framer 28, filter bank 36, spectral subtraction 44,
+    # overlap-add 24, CircularBuffer 24.
+    **{"CUSTOM:SignalStacker": KernelTail((), 0, shaped_init=_stacker_init(36, 24)),
+       "CUSTOM:SignalDelay": KernelTail((), 20, shaped_prepare=_circular_buffers_prepare(4, 24, _delay_capacity)),
+       "CUSTOM:SignalFramer": KernelTail((), 28, shaped_prepare=_circular_buffers_prepare(4, 24, _framer_capacity)),
+       "CUSTOM:SignalFilterBank": KernelTail((), 0, shaped_init=_filter_bank_init(36)),
+       "CUSTOM:SignalFilterBankSpectralSubtraction": KernelTail((), 0, shaped_init=_spectral_subtraction_init(44)),
+       "CUSTOM:SignalOverlapAdd": KernelTail((), 24, shaped_prepare=_overlap_add_prepare(4)),
+       # One-byte enums (the 32-bit builds' -fshort-enums): Rfft params 32 B, Irfft 24.
+       "CUSTOM:SignalRfft": KernelTail((), 0, shaped_init=_fft_init(32, 4)),
+       "CUSTOM:SignalIrfft": KernelTail((), 0, shaped_init=_fft_init(24, 4))},
     # TfLiteVarHandleParams of two 4-byte pointers; no ASSIGN_VARIABLE OpData without compression.
     VAR_HANDLE=_k(8, 4, 4),
     ASSIGN_VARIABLE=_k(0, 1, 0),

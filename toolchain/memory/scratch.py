@@ -13,6 +13,8 @@ the board's firmware links, named by the board file's ``kernel_library``:
   (``kernels/transpose_conv.cc``), ``SVDF`` one or two int32 buffers (:func:`_svdf_requests`);
   measured on the host and the 32-bit builds. ``UNIDIRECTIONAL_SEQUENCE_LSTM`` four buffers the
   size of its cell state (:func:`_lstm_requests`), measured on the host and the 32-bit builds.
+  ``ADD_N`` one pointer per input (float32 and int8: every library runs TFLM's own kernel, so
+  the request is the pointer width times the inputs; measured on the host and the 32-bit builds).
 - ``cmsis-nn``: Arm's CMSIS-NN kernels for Cortex-M with the DSP extension (not MVE):
   ``arm_convolve_s8_get_buffer_size`` = 2 x (kernel_h x kernel_w x in_channels) int16 im2col
   columns, none for 1x1 stride-1 unpadded convolutions (``arm_convolve_1x1_s8_fast``);
@@ -193,12 +195,71 @@ def _cmsis_transpose_conv_requests(graph: Graph, i: int) -> list[ScratchRequest]
             ScratchRequest(i, 0, "CMSIS-NN transpose conv reversed filter (none)")]
 
 
+def _add_n_requests(graph: Graph, i: int, pointer_bytes: int) -> list[ScratchRequest]:
+    """ADD_N (TFLM kernels/add_n.cc CalculateOpData, every library): one pointer per input, for
+    float32 and int8 outputs (the kernel runs no other type)."""
+    op = graph.ops[i]
+    out = _operand(graph, op.outputs, 0)
+    if out is None or out.dtype not in ("float32", "int8"):
+        return []
+    return [ScratchRequest(i, pointer_bytes * len(op.inputs), "ADD_N input pointers")]
+
+
+def _rfft_requests(graph: Graph, i: int) -> list[ScratchRequest]:
+    """SignalRfft (signal/micro/kernels/rfft.cc, Prepare): a work area of fft_length scalars of
+    the input's type (its ``fft_length`` option, read by the reader)."""
+    op = graph.ops[i]
+    src = _operand(graph, op.inputs, 0)
+    options = op.attrs.get("options") or {}
+    try:
+        length = int(options["fft_length"])
+    except (KeyError, TypeError, ValueError):
+        return []
+    if src is None or length <= 0:
+        return []
+    return [ScratchRequest(i, length * (2 if src.dtype == "int16" else 4), "SignalRfft work area")]
+
+
+def _detection_requests(graph: Graph, i: int) -> list[ScratchRequest]:
+    """TFLite_Detection_PostProcess (TFLM kernels/detection_postprocess.cc, Prepare): eleven
+    buffers from the number of boxes (box encodings' dimension 1), the class predictions' shape
+    and the options max_detections and num_classes (read by the reader), in the kernel's order."""
+    op = graph.ops[i]
+    boxes, classes = _operand(graph, op.inputs, 0), _operand(graph, op.inputs, 1)
+    options = op.attrs.get("options") or {}
+    try:
+        detections, num_classes = int(options["max_detections"]), int(options["num_classes"])
+    except (KeyError, TypeError, ValueError):
+        return []
+    if boxes is None or classes is None or len(boxes.shape) != 3 or len(classes.shape) != 3:
+        return []
+    n, detections, num_classes = max(boxes.shape[1], 0), max(detections, 0), max(num_classes, 0)
+    sizes = [("active candidates", n), ("decoded boxes", 16 * n), ("scores", 4 * max(classes.shape[1] * classes.shape[2], 0)),
+             ("score buffer", 4 * n), ("keep scores", 4 * n), ("scores after NMS", 4 * detections * n),
+             ("sorted values", 4 * detections * n), ("keep indices", 4 * n), ("sorted indices", 4 * detections * n),
+             ("buffer", 4 * max(num_classes, detections) * n), ("selected", 4 * min(n, detections) * n)]
+    return [ScratchRequest(i, size, f"detection post-process {why}") for why, size in sizes]
+
+
+def _portable_requests(graph: Graph, i: int, pointer_bytes: int) -> list[ScratchRequest] | None:
+    """What the kernels every library takes from TFLM's portable ones ask for; None for an op
+    whose kernel is the library's own (or asks for nothing)."""
+    kind = graph.ops[i].kind
+    if kind in _REDUCE_KINDS:
+        return _reduce_requests(graph, i)
+    if kind == "MIRROR_PAD":
+        return _mirror_pad_requests(graph, i)
+    if kind == "ADD_N":
+        return _add_n_requests(graph, i, pointer_bytes)
+    if kind == "CUSTOM:SignalRfft":
+        return _rfft_requests(graph, i)
+    if kind == "CUSTOM:TFLite_Detection_PostProcess":
+        return _detection_requests(graph, i)
+    return None
+
+
 def _cmsis_requests(graph: Graph, i: int) -> list[ScratchRequest]:
     op = graph.ops[i]
-    if op.kind in _REDUCE_KINDS:
-        return _reduce_requests(graph, i)
-    if op.kind == "MIRROR_PAD":
-        return _mirror_pad_requests(graph, i)
     if op.kind == "TRANSPOSE_CONV":
         return _cmsis_transpose_conv_requests(graph, i)
     if op.kind == "SVDF":
@@ -233,10 +294,6 @@ def _cmsis_requests(graph: Graph, i: int) -> list[ScratchRequest]:
 
 def _esp_requests(graph: Graph, i: int) -> list[ScratchRequest]:
     op = graph.ops[i]
-    if op.kind in _REDUCE_KINDS:
-        return _reduce_requests(graph, i)
-    if op.kind == "MIRROR_PAD":
-        return _mirror_pad_requests(graph, i)
     if op.kind not in ("CONV_2D", "DEPTHWISE_CONV_2D") or not _int8_input(graph, i):
         return []
     geometry = _conv_geometry(graph, i)
@@ -262,10 +319,6 @@ class KernelLibrary:
 
 def _reference_requests(graph: Graph, i: int) -> list[ScratchRequest]:
     kind = graph.ops[i].kind
-    if kind in _REDUCE_KINDS:
-        return _reduce_requests(graph, i)
-    if kind == "MIRROR_PAD":
-        return _mirror_pad_requests(graph, i)
     if kind == "TRANSPOSE_CONV":
         return _transpose_conv_requests(graph, i)
     if kind == "SVDF":
@@ -286,12 +339,14 @@ KERNEL_LIBRARIES: dict[str, KernelLibrary] = {
 }
 
 
-def scratch_requests(graph: Graph, kernel_library: str = "reference") -> list[ScratchRequest]:
-    """Every scratch request the given kernel library's kernels make for ``graph``, in op order."""
+def scratch_requests(graph: Graph, kernel_library: str = "reference", pointer_bytes: int = 8) -> list[ScratchRequest]:
+    """Every scratch request the given kernel library's kernels make for ``graph``, in op order,
+    on a build with this pointer width (ADD_N asks for a pointer per input)."""
     if kernel_library not in KERNEL_LIBRARIES:
         raise ValueError(f"unknown kernel library {kernel_library!r}; known: {', '.join(KERNEL_LIBRARIES)}")
     per_op = KERNEL_LIBRARIES[kernel_library].requests
     requests: list[ScratchRequest] = []
     for i in range(len(graph.ops)):
-        requests += per_op(graph, i)
+        portable = _portable_requests(graph, i, pointer_bytes)
+        requests += portable if portable is not None else per_op(graph, i)
     return requests

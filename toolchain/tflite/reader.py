@@ -254,7 +254,9 @@ _CONTROL_FLOW_OPTIONS = {
 
 # Custom ops whose persistent data depends on their flexbuffer options (TFLM's signal library
 # reads them in Init): the options are read into ``attrs["options"]`` (a map), or left out.
-_OPTIONED_CUSTOM_OPS = frozenset({"CUSTOM:SignalStacker"})
+_OPTIONED_CUSTOM_OPS = frozenset(f"CUSTOM:{name}" for name in (
+    "SignalStacker", "SignalDelay", "SignalFramer", "SignalFilterBank", "SignalFilterBankSpectralSubtraction",
+    "SignalRfft", "SignalIrfft", "TFLite_Detection_PostProcess"))
 
 
 def _custom_attrs(o) -> dict:

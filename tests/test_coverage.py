@@ -464,12 +464,22 @@ def test_a_shape_operand_that_is_not_constant_is_refused_as_tflm_refuses_it(kind
     assert r.returncode == 1 and "will not run on TFLM" in r.stdout
 
 
-_VALID_OPTIONS = {"num_channels": 8, "stacker_left_context": 2, "stacker_right_context": 1, "delay_length": 3,
-                  "frame_size": 8, "frame_step": 4, "T": 7, "fft_length": 32, "max_detections": 10**6, "num_classes": 2}
+_VALID_OPTIONS = {
+    "CUSTOM:SignalStacker": {"num_channels": 8, "stacker_left_context": 2, "stacker_right_context": 1, "stacker_step": 1},
+    "CUSTOM:SignalDelay": {"delay_length": 3},
+    "CUSTOM:SignalFramer": {"frame_size": 8, "frame_step": 4, "prefill": True},
+    "CUSTOM:SignalFilterBank": {"num_channels": 8},
+    "CUSTOM:SignalFilterBankSpectralSubtraction": {
+        "alternate_one_minus_smoothing": 0, "alternate_smoothing": 0, "clamping": False, "min_signal_remaining": 655,
+        "num_channels": 4, "one_minus_smoothing": 15729, "smoothing": 655, "smoothing_bits": 0, "spectral_subtraction_bits": 14},
+    "CUSTOM:SignalRfft": {"T": 7, "fft_length": 32},
+    "CUSTOM:SignalIrfft": {"T": 2, "fft_length": 32},
+    "CUSTOM:TFLite_Detection_PostProcess": {"max_detections": 10**6, "num_classes": 2},
+}
 
 
-@pytest.mark.parametrize("options", [None, {}, {"delay_length": "three"}, {"frame_size": 8}, {"num_channels": -5},
-                                     {"T": 99, "fft_length": -32}, {"T": 99, "fft_length": 32}, _VALID_OPTIONS])
+@pytest.mark.parametrize("options", [None, {}, {"delay_length": "three"}, {"frame_size": 8.5}, {"num_channels": -5},
+                                     {"T": -1, "fft_length": -32}, "valid"])
 def test_ops_sized_from_their_options_are_approximate_without_them_and_never_fail(options):
     """The signal ops and the SSD post-processing are sized from their flexbuffer options: a model
     whose options are missing or malformed is priced (a guess, never a crash or a negative size)
@@ -477,14 +487,35 @@ def test_ops_sized_from_their_options_are_approximate_without_them_and_never_fai
     from toolchain.ir.graph import Graph, Op, Tensor
     from toolchain.memory.coverage import SIZED_BY_OPTIONS
 
+    assert set(_VALID_OPTIONS) == set(SIZED_BY_OPTIONS)
     t = [Tensor("a", (1, 10, 4), "float32"), Tensor("b", (1, 10, 3), "float32"), Tensor("c", (10, 4), "float32"),
          Tensor("d", (2, 16), "int16")]
     for kind in SIZED_BY_OPTIONS:
         inputs = (0, 1, 2) if "Detection" in kind else (3,)
-        attrs = {} if options is None else {"options": options}
-        graph = Graph(t, [Op(kind, inputs, (3,), attrs)], [0], [3])
-        assert (unmodelled_ops(graph) == ()) == (options is _VALID_OPTIONS), (kind, options)
+        given = _VALID_OPTIONS[kind] if options == "valid" else options
+        graph = Graph(t, [Op(kind, inputs, (3,), {} if given is None else {"options": given})], [0], [3])
+        assert (unmodelled_ops(graph) == ()) == (options == "valid"), (kind, options)
         for pointer_bytes, library in ((8, "reference"), (4, "cmsis-nn")):
             e = estimate_arena(graph, pointer_bytes, library)
             assert e.arena_head_bytes >= 0 and e.arena_tail_bytes > 0
             assert all(b.size_bytes >= 0 for b in e.plan.buffers)
+
+
+def test_signal_options_are_read_by_position_as_tflm_reads_them():
+    """TFLM's signal kernels read their options by position in the (sorted) flexbuffer map: a map
+    with another key before the one named is read as TFLM reads it, not by the name."""
+    from toolchain.ir.graph import Graph, Op, Tensor
+    from toolchain.memory.persistent import HOST_KERNELS, custom_option, op_allocations
+
+    t = [Tensor("x", (16,), "int16"), Tensor("y", (16,), "int16")]
+    plain = Op("CUSTOM:SignalDelay", (0,), (1,), {"options": {"delay_length": 3}})
+    shifted = Op("CUSTOM:SignalDelay", (0,), (1,), {"options": {"a_first": 40, "delay_length": 3}})
+    assert custom_option(plain, "delay_length") == 3 and custom_option(shifted, "delay_length") == 40
+    graph = Graph(t, [shifted], [0], [1])
+    state = op_allocations(graph, shifted, HOST_KERNELS)[2][-1][0]
+    assert state == 40 + 4 * (16 + 40)  # CircularBuffer + 2 int16 per element, capacity frame + delay
+    fft = Op("CUSTOM:SignalRfft", (0,), (1,), {"options": {"T": 7, "fft_length": 32, "z": 1}})
+    assert custom_option(fft, "T") == 7 and custom_option(fft, "fft_length") == 32
+    assert unmodelled_ops(Graph(t, [fft], [0], [1])) == ()
+    fft.attrs["options"]["T"] = 99  # not a type TFLM's FFTs run
+    assert unmodelled_ops(Graph(t, [fft], [0], [1])) == ("CUSTOM:SignalRfft",)

@@ -24,7 +24,7 @@ import numpy as np
 
 from toolchain.ir.graph import TFLM_UNSIZED_DTYPES, Graph
 from toolchain.memory.kernel_dtypes import dtype_refusals
-from toolchain.memory.persistent import HOST_KERNELS
+from toolchain.memory.persistent import HOST_KERNELS, custom_option
 
 #: The TFLM source the op lists below were read from (tflite-micro, micro_mutable_op_resolver.h).
 TFLM_COMMIT = "90b983c2"
@@ -217,11 +217,10 @@ def _options_unread(op) -> bool:
     needed = SIZED_BY_OPTIONS.get(op.kind)
     if not needed:
         return False
-    options = op.attrs.get("options") or {}
-    values = [options.get(name) for name in needed]
-    if not all(isinstance(v, int) and v >= 0 for v in values):
+    values = dict(zip(needed, (custom_option(op, name) for name in needed)))
+    if not all(isinstance(v, int) and v >= 0 for v in values.values()):
         return True
-    return "T" in needed and options["T"] not in _FFT_TYPES  # TFLM's FFTs run int16, int32, float32
+    return "T" in values and values["T"] not in _FFT_TYPES  # TFLM's FFTs run int16, int32, float32
 
 
 _FFT_TYPES = frozenset({0, 2, 7})  # LiteRT TensorType FLOAT32, INT32, INT16

@@ -62,6 +62,44 @@ class KernelTail:
     shaped_init: Callable | None = None
 
 
+# Where TFLM's signal kernels read an option: by its position among the flexbuffer map's values,
+# keys in sorted order (FlexbufferWrapper::ElementAsInt32(index): the kernels' k...Index constants),
+# not by its name; a map with other keys shifts what they read. The FFTs' ``T`` and the SSD
+# post-processing's options are read by name.
+_OPTION_POSITION: dict[str, dict[str, int]] = {
+    "CUSTOM:SignalStacker": {"num_channels": 0, "stacker_left_context": 1, "stacker_right_context": 2},
+    "CUSTOM:SignalDelay": {"delay_length": 0},
+    "CUSTOM:SignalFramer": {"frame_size": 0, "frame_step": 1},
+    "CUSTOM:SignalFilterBank": {"num_channels": 0},
+    "CUSTOM:SignalFilterBankSpectralSubtraction": {"num_channels": 4},
+    "CUSTOM:SignalRfft": {"fft_length": 1},
+    "CUSTOM:SignalIrfft": {"fft_length": 1},
+    "CUSTOM:SignalOverlapAdd": {"frame_step": 1},
+}
+
+
+def custom_option(op, name: str):
+    """The value TFLM's kernel reads as option ``name`` of the custom op ``op`` (its flexbuffer
+    options, read by the reader into ``attrs["options"]``), or None when the model has none there."""
+    options = op.attrs.get("options")
+    if not isinstance(options, dict):
+        return None
+    position = _OPTION_POSITION.get(op.kind, {}).get(name)
+    if position is None:
+        return options.get(name)
+    keys = sorted(options)
+    return options[keys[position]] if position < len(keys) else None
+
+
+def _option(op, *names: str) -> list[int] | None:
+    """The integer options ``names`` of a custom op as its kernel reads them, or None when the
+    model's options cannot be read."""
+    try:
+        return [int(custom_option(op, n)) for n in names]
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
 def _stacker_init(params_bytes: int, circular_buffer_bytes: int) -> Callable:
     """SignalStacker's Init (signal/micro/kernels/stacker.cc): its params struct, then a circular
     buffer's state, CircularBufferGetNeededMemory(capacity) = sizeof(CircularBuffer) + 2 int16 per
@@ -69,25 +107,11 @@ def _stacker_init(params_bytes: int, circular_buffer_bytes: int) -> Callable:
     from the op's options. Options that cannot be read: a generous guess of 1 KiB of state."""
 
     def init(graph: Graph, op) -> list[int]:
-        options = op.attrs.get("options") or {}
-        try:
-            capacity = int(options["num_channels"]) * (int(options["stacker_left_context"])
-                                                       + int(options["stacker_right_context"]) + 1)
-        except (KeyError, TypeError, ValueError):
-            capacity = 256
+        sizes = _option(op, "num_channels", "stacker_left_context", "stacker_right_context")
+        capacity = sizes[0] * (sizes[1] + sizes[2] + 1) if sizes is not None else 256
         return [params_bytes, circular_buffer_bytes + 4 * max(capacity, 0)]
 
     return init
-
-
-def _option(op, *names: str) -> list[int] | None:
-    """The signal op's integer options ``names`` (read by the reader into ``attrs["options"]``),
-    or None when the model's options cannot be read."""
-    options = op.attrs.get("options") or {}
-    try:
-        return [int(options[n]) for n in names]
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 def _outer_dims(t, inner: int = 1) -> int:

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from toolchain.ir.graph import Graph, Tensor
+from toolchain.memory.persistent import custom_option
 from toolchain.memory.planner import ScratchRequest
 
 
@@ -210,10 +211,9 @@ def _rfft_requests(graph: Graph, i: int) -> list[ScratchRequest]:
     the input's type (its ``fft_length`` option, read by the reader)."""
     op = graph.ops[i]
     src = _operand(graph, op.inputs, 0)
-    options = op.attrs.get("options") or {}
     try:
-        length = int(options["fft_length"])
-    except (KeyError, TypeError, ValueError):
+        length = int(custom_option(op, "fft_length"))
+    except (TypeError, ValueError, OverflowError):
         return []
     if src is None or length <= 0:
         return []
@@ -226,10 +226,9 @@ def _detection_requests(graph: Graph, i: int) -> list[ScratchRequest]:
     and the options max_detections and num_classes (read by the reader), in the kernel's order."""
     op = graph.ops[i]
     boxes, classes = _operand(graph, op.inputs, 0), _operand(graph, op.inputs, 1)
-    options = op.attrs.get("options") or {}
     try:
-        detections, num_classes = int(options["max_detections"]), int(options["num_classes"])
-    except (KeyError, TypeError, ValueError):
+        detections, num_classes = int(custom_option(op, "max_detections")), int(custom_option(op, "num_classes"))
+    except (TypeError, ValueError, OverflowError):
         return []
     if boxes is None or classes is None or len(boxes.shape) != 3 or len(classes.shape) != 3:
         return []

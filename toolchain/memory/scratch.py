@@ -15,6 +15,8 @@ the board's firmware links, named by the board file's ``kernel_library``:
   size of its cell state (:func:`_lstm_requests`), measured on the host and the 32-bit builds.
   ``ADD_N`` one pointer per input (float32 and int8: every library runs TFLM's own kernel, so
   the request is the pointer width times the inputs; measured on the host and the 32-bit builds).
+  The custom ops SignalRfft (fft_length scalars) and TFLite_Detection_PostProcess (eleven
+  buffers) ask the same on every library, sized from their options (measured on the same builds).
 - ``cmsis-nn``: Arm's CMSIS-NN kernels for Cortex-M with the DSP extension (not MVE):
   ``arm_convolve_s8_get_buffer_size`` = 2 x (kernel_h x kernel_w x in_channels) int16 im2col
   columns, none for 1x1 stride-1 unpadded convolutions (``arm_convolve_1x1_s8_fast``);

@@ -10,7 +10,8 @@ Baselines train once with the data, augmentation and schedule of the supernets' 
 teacher phase's learning rate and warm-up, cosine decay over as many epochs as the whole preset
 has), one torch thread, and are cached in ``--cache`` (a killed bench resumes with the baselines
 it finished). Writes ``PREFIX.md`` (the table), ``PREFIX.json`` and ``PREFIX.png`` (top-1 vs
-arena, one line per method and board).
+arena, one line per method and board). ``--include`` adds the rows of an earlier run (its
+``.json``), so a table can grow one supernet at a time.
 
     python bench/bench_claim.py --supernet moofa=~/.cache/moofa/runs/moofa-fmnist/supernet.pt \\
         --supernet moofa-seed1=~/.cache/moofa/runs/moofa-fmnist-seed1/supernet.pt --supernet ofa=ofa \\
@@ -120,7 +121,16 @@ def main() -> None:
     ap.add_argument("--generations", type=int, default=300)
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "moofa" / "claim"))
     ap.add_argument("--out", default="claim")
+    ap.add_argument("--include", action="append", default=[], metavar="ROWS.json",
+                    help="rows an earlier run wrote (its --out .json): added to the table and the plot, except "
+                         "a (method, board) this run measures again; repeat")
     args = ap.parse_args()
+    earlier = []
+    for f in args.include:
+        try:
+            earlier += json.loads(Path(f).expanduser().read_text())
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"bench_claim: --include {f}: {e}") from None
     from moofa.cost.pricer import Pricer
     from moofa.search.predictor import Constraints, UnreachableBudget, evolution_search, load_search_setup
     from moofa.train.data import make_loaders
@@ -139,11 +149,14 @@ def main() -> None:
     targets = resolve_targets(args.boards)
     budgets = [float(b) for b in args.budgets.split(",")]
     rows = []
+    measured_now = {(s.partition("=")[0], t.name) for s in args.supernet for t in targets}
+    measured_now |= {(b, t.name) for b in args.baselines.split(",") if b for t in targets}
+    kept = [r for r in earlier if (r["method"], r["board"]) not in measured_now]
 
     def emit(row):
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-        write_atomically(Path(args.out + ".json"), json.dumps(rows, indent=2) + "\n")
+        rows.append({**row, "measured": time.strftime("%Y-%m-%d")})
+        print(json.dumps(rows[-1]), flush=True)
+        write_atomically(Path(args.out + ".json"), json.dumps(kept + rows, indent=2) + "\n")
 
     baselines = {}
     for name in [b for b in args.baselines.split(",") if b]:
@@ -172,12 +185,14 @@ def main() -> None:
                 s = score(subnet, found.config.resolution, sl, target, work, f"{label}-{target.name}-{kib:g}")
                 emit({"method": label, "kind": "searched", "board": target.name, "budget_kib": kib, "fits": True,
                       "subnet": found.config.to_string(), "predicted_val_top1": found.predicted_top1, **s})
-    write_table(rows, args.out)
+    write_table(kept + rows, args.out)
 
 
 def write_table(rows, out: str) -> None:
     from toolchain.files import write_atomically
 
+    order = {"baseline": 0, "searched": 1}
+    rows = sorted(rows, key=lambda r: (r["board"], order.get(r["kind"], 2), r["method"], r["budget_kib"] or 0))
     lines = ["| board | method | SRAM budget KiB | subnet / network | float top-1 | int8 top-1 | arena B | model B | MMACs |",
              "|---|---|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:

@@ -109,6 +109,14 @@ def test_new_presets_train_the_sram_layout_with_the_sandwich_rule():
     assert load_preset("fmnist-gpu").lr_reference_batch == 128
 
 
+def test_fmnist_paper_is_fmnist_under_the_papers_memory_definition():
+    import dataclasses
+
+    paper, sram = load_preset("fmnist-paper"), load_preset("fmnist")
+    assert paper.memory == "paper"
+    assert dataclasses.replace(paper, name=sram.name, memory=sram.memory) == sram
+
+
 def test_sandwich_trains_the_largest_first(monkeypatch):
     import random
 

@@ -128,7 +128,10 @@ def main() -> None:
     earlier = []
     for f in args.include:
         try:
-            earlier += json.loads(Path(f).expanduser().read_text())
+            rows_in = json.loads(Path(f).expanduser().read_text())
+            if not isinstance(rows_in, list) or not all(isinstance(r, dict) and {"method", "board", "kind"} <= r.keys() for r in rows_in):
+                raise ValueError("not the rows a bench_claim run writes (a list of objects with method, board, kind)")
+            earlier += rows_in
         except (OSError, ValueError) as e:
             raise SystemExit(f"bench_claim: --include {f}: {e}") from None
     from moofa.cost.pricer import Pricer
@@ -218,7 +221,8 @@ def write_table(rows, out: str) -> None:
             style = "o-" if any(r["kind"] == "searched" for r in mine if r["method"] == method) else "s"
             ax.plot(*zip(*pts), style, label=method)
         ax.set_title(board)
-        ax.set_xlabel("arena (KiB, exact for the board's TFLM build)")
+        exact = all(r.get("arena_exact") for r in mine)
+        ax.set_xlabel("arena (KiB, " + ("exact for the board's TFLM build)" if exact else "estimated: not every figure is exact)"))
         ax.set_ylabel("int8 test top-1 (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -117,6 +117,20 @@ def test_fmnist_paper_is_fmnist_under_the_papers_memory_definition():
     assert dataclasses.replace(paper, name=sram.name, memory=sram.memory) == sram
 
 
+def test_a_preset_with_a_base_overlays_its_keys_and_refuses_bad_bases(tmp_path):
+    (tmp_path / "a.toml").write_text('base = "fmnist"\nname = "a"\nbatch_size = 64\n[[phase]]\nname = "t"\nepochs = 1\nlr = 0.1\n')
+    a = load_preset(str(tmp_path / "a.toml"))
+    assert (a.name, a.batch_size, [p.name for p in a.phases]) == ("a", 64, ["t"])
+    assert a.weight_decay == load_preset("fmnist").weight_decay
+    (tmp_path / "b.toml").write_text(f'base = "{tmp_path / "c.toml"}"\n')
+    (tmp_path / "c.toml").write_text(f'base = "{tmp_path / "b.toml"}"\n')
+    with pytest.raises(InputError, match="cycle"):
+        load_preset(str(tmp_path / "b.toml"))
+    (tmp_path / "d.toml").write_text('base = "no-such-preset"\n')
+    with pytest.raises(InputError, match="unknown preset 'no-such-preset'"):
+        load_preset(str(tmp_path / "d.toml"))
+
+
 def test_sandwich_trains_the_largest_first(monkeypatch):
     import random
 

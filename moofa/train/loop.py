@@ -94,18 +94,38 @@ class Preset:
     phases: tuple[Phase, ...] = field(default_factory=tuple)
 
 
-def load_preset(name_or_path: str) -> Preset:
-    """A preset by name (``moofa/presets/NAME.toml``) or by path."""
+def _preset_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if not path.suffix:
         path = PRESETS_DIR / f"{name_or_path}.toml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.toml")))
         raise InputError(f"unknown preset {name_or_path!r}; known: {known} (or a path to a .toml file)")
+    return path
+
+
+def _preset_data(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A preset file's keys over those of its ``base`` preset (if it names one): the base's
+    [[phase]] tables stand unless the file has its own."""
+    if path.resolve() in seen:
+        raise InputError(f"{path}: base presets form a cycle ({' -> '.join(p.stem for p in seen + (path,))})")
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise InputError(f"{path}: not valid TOML: {e}") from None
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise InputError(f"{path}: base = {base!r}: expected a preset name or path")
+    return {**_preset_data(_preset_path(base), seen + (path.resolve(),)), **data}
+
+
+def load_preset(name_or_path: str) -> Preset:
+    """A preset by name (``moofa/presets/NAME.toml``) or by path; ``base = "NAME"`` in it starts
+    from another preset's keys."""
+    path = _preset_path(name_or_path)
+    data = _preset_data(path)
     phases = []
     for i, p in enumerate(data.pop("phase", [])):
         try:

@@ -181,7 +181,9 @@ def _add_train(sub) -> None:
             "teacher) with a preset's recipe. Runs on one CPU or GPU; for several use "
             "`torchrun --nproc_per_node N -m moofa train ...`. Checkpoints are written atomically "
             "to OUT/checkpoint.pt every couple of minutes; --resume continues a killed run. The "
-            "finished supernet is OUT/supernet.pt; per-step metrics go to OUT/metrics.csv."
+            "finished supernet is OUT/supernet.pt; per-step metrics go to OUT/metrics.csv. "
+            "--teacher-from RUN reuses a teacher: train it once with a preset of only the teacher "
+            "phase, then start each shrinking recipe that shares it from there."
         ),
     )
     p.add_argument("--preset", default="fmnist", help="preset name (moofa/presets/*.toml: fmnist, fmnist-gpu, fmnist-cpu, imagenet-gpu) or a .toml path (default fmnist)")
@@ -190,6 +192,8 @@ def _add_train(sub) -> None:
     p.add_argument("--out", help="run folder (default runs/LAYOUT-PRESET)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
+    p.add_argument("--teacher-from", metavar="RUN", help="start after the teacher phase with RUN's teacher (a run folder that stopped "
+                   "right after the same teacher phase: same layout, seed, data and preset keys); the result is what training it here gives")
     p.add_argument("--max-steps", type=POSITIVE_INT, help="stop after this many optimizer steps (smoke tests)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
@@ -401,8 +405,15 @@ def _cmd_train(args) -> int:
         raise InputError(f"{out}/checkpoint.pt exists: pass --resume to continue it, or choose another --out")
     if args.resume and not (out / "checkpoint.pt").is_file():
         raise InputError(f"--resume: {out}/checkpoint.pt does not exist, so there is nothing to resume (drop --resume to start)")
+    teacher_from = None
+    if args.teacher_from:
+        teacher_from = Path(args.teacher_from)
+        if not (teacher_from / "checkpoint.pt" if teacher_from.is_dir() else teacher_from).is_file():
+            raise InputError(f"--teacher-from {teacher_from}: no checkpoint.pt there (give the teacher run's folder)")
+        if args.resume:
+            raise InputError("--teacher-from starts a run; --resume continues one that already has its teacher: pass one of them")
     path = train(preset, args.layout, out, data_root=args.data, resume=args.resume, seed=args.seed,
-                 max_steps=args.max_steps, progress=not args.no_progress)
+                 max_steps=args.max_steps, progress=not args.no_progress, teacher_from=teacher_from)
     print(f"[moofa train] wrote {path}")
     return EXIT_OK
 

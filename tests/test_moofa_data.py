@@ -149,6 +149,38 @@ def test_crop_padding_override_gives_flip_only_training_batches(tmp_path):
         make_loaders("fashion-mnist", tmp_path / "fm", batch_size=8, val_size=16, crop_padding=-1)
 
 
+def test_random_erasing_changes_one_box_per_image_and_only_in_training(tmp_path):
+    """erase=1.0: every training image is the original or its mirror outside one box that covers
+    2-33% of it; evaluation batches and erase=0 stay untouched; a bad probability is one line."""
+    from moofa.train.data import make_loaders
+
+    arrays = make_idx_folder(tmp_path / "fm", gz=False)
+    loaders = make_loaders("fashion-mnist", tmp_path / "fm", batch_size=8, val_size=16, crop_padding=0, erase=1.0)
+    plan = next(iter(loaders.train.sampler))
+    x, _ = next(iter(loaders.train))
+    info = loaders.info
+    pixels = np.round((x[:, 0].numpy() * info.std[0] + info.mean[0]) * 255).astype(int)
+    for got, i in zip(pixels, plan.indices):
+        original = arrays["train_x"][i].astype(int)
+        diff = min(((got != original), (got != original[:, ::-1])), key=lambda m: m.sum())
+        rows, cols = np.flatnonzero(diff.any(axis=1)), np.flatnonzero(diff.any(axis=0))
+        assert rows.size and cols.size, "an image was not erased"
+        box = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
+        assert box <= 0.34 * diff.size  # one box of at most a third of the image holds every change
+    plain = make_loaders("fashion-mnist", tmp_path / "fm", batch_size=8, val_size=16, crop_padding=0, erase=0.0)
+    x, _ = next(iter(plain.train))
+    pixels = np.round((x[:, 0].numpy() * info.std[0] + info.mean[0]) * 255).astype(int)
+    for got, i in zip(pixels, next(iter(plain.train.sampler)).indices):
+        original = arrays["train_x"][i].astype(int)
+        assert (got == original).all() or (got == original[:, ::-1]).all()
+    xv, _ = next(iter(loaders.val))
+    xp, _ = next(iter(plain.val))
+    assert torch.equal(xv, xp)  # evaluation never erases
+    for bad in (-0.1, 1.5, True, "half"):
+        with pytest.raises(InputError, match="erase probability"):
+            make_loaders("fashion-mnist", tmp_path / "fm", batch_size=8, val_size=16, erase=bad)
+
+
 def test_generic_idx_folder_does_not_flip_characters(tmp_path):
     make_idx_folder(tmp_path / "digits", gz=False)
     info, _, _ = load_dataset("mnist", tmp_path / "digits")

@@ -43,6 +43,42 @@ def test_resume_continues_where_the_run_stopped(tiny, tmp_path):
         assert torch.allclose(a["model"][name], b["model"][name], atol=1e-5), name
 
 
+def test_teacher_from_a_teacher_only_run_equals_training_the_teacher_here(tiny, tmp_path):
+    root, preset_path = tiny
+    full_text = preset_path.read_text()
+    teacher_text = full_text.split("[[phase]]\nname = \"kernel\"")[0].replace('name = "tiny"', 'name = "tiny-teacher"')
+    (tmp_path / "teacher.toml").write_text(teacher_text)
+    teacher_run = tmp_path / "teacher"
+    train(load_preset(str(tmp_path / "teacher.toml")), "moofa", teacher_run, data_root=str(root), progress=False)
+    preset = load_preset(str(preset_path))
+    spliced = train(preset, "moofa", tmp_path / "spliced", data_root=str(root), progress=False, teacher_from=teacher_run)
+    straight = train(preset, "moofa", tmp_path / "straight", data_root=str(root), progress=False)
+    a, meta_a = load_checkpoint(spliced)
+    b, meta_b = load_checkpoint(straight)
+    assert meta_a["global_step"] == meta_b["global_step"]
+    assert [h["phase"] for h in meta_a["history"]] == [h["phase"] for h in meta_b["history"]]
+    for name in b["model"]:
+        assert torch.allclose(a["model"][name].float(), b["model"][name].float(), atol=1e-6), name
+    assert (tmp_path / "spliced" / "metrics.csv").read_text().count("teacher") >= 1  # the teacher's steps are kept
+
+    # Refused: another seed, another teacher recipe, a run that went past its teacher.
+    with pytest.raises(InputError, match="seed"):
+        train(preset, "moofa", tmp_path / "s1", data_root=str(root), progress=False, seed=1, teacher_from=teacher_run)
+    (tmp_path / "other.toml").write_text(full_text.replace("lr = 0.05", "lr = 0.07"))
+    with pytest.raises(InputError, match="teacher phase"):
+        train(load_preset(str(tmp_path / "other.toml")), "moofa", tmp_path / "o", data_root=str(root), progress=False, teacher_from=teacher_run)
+    with pytest.raises(InputError, match="right after its teacher phase"):
+        train(preset, "moofa", tmp_path / "f", data_root=str(root), progress=False, teacher_from=tmp_path / "straight")
+    with pytest.raises(InputError, match="layout"):
+        train(preset, "ofa", tmp_path / "l", data_root=str(root), progress=False, teacher_from=teacher_run)
+
+
+def test_teacher_from_flag_checks_its_folder_before_training(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "moofa", "train", "--teacher-from", str(tmp_path / "none"), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "no checkpoint.pt" in r.stderr, r.stderr
+
+
 def test_phase_choices_are_relative_to_the_layout():
     assert resolve_choices("top2", (3, 4, 6)) == (4, 6)
     assert resolve_choices("all", (7, 3, 5)) == (3, 5, 7)
@@ -71,15 +107,27 @@ def test_bad_preset_is_one_line(tmp_path):
     bad.write_text('name = "x"\n[[phase]]\nname = "t"\nepochs = 1\nlr = 0.1\nfoo = 3\n')
     with pytest.raises(InputError, match="phase"):
         load_preset(str(bad))
+    bad.write_text('name = "x"\nerase = 1.5\n[[phase]]\nname = "t"\nepochs = 1\nlr = 0.1\n')
+    with pytest.raises(InputError, match="erase"):
+        load_preset(str(bad))
+    bad.write_text('name = "x"\nerase = 0.25\n[[phase]]\nname = "t"\nepochs = 1\nlr = 0.1\n')
+    assert load_preset(str(bad)).erase == 0.25
 
 
 def test_bundled_presets_load_and_imagenet_gpu_follows_ofa():
+    import dataclasses
+
     from moofa.train.loop import PRESETS_DIR
 
     names = sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
     assert {"fmnist-cpu", "imagenet-gpu"} <= set(names)
     for name in names:
         preset = load_preset(name)
+        if name.endswith("-teacher"):  # a recipe's teacher phase alone, for --teacher-from
+            recipe = load_preset(name.removesuffix("-teacher"))
+            assert preset.phases == recipe.phases[:1]
+            assert dataclasses.replace(preset, name=recipe.name, phases=recipe.phases) == recipe
+            continue
         assert [p.name for p in preset.phases] == ["teacher", "kernel", "depth-1", "depth-2", "expand-1", "expand-2"]
     gpu = load_preset("imagenet-gpu")
     # OFA's schedule: 180 teacher epochs, then 120 / 25 / 120 / 25 / 120; resolutions 128-224.

@@ -76,6 +76,8 @@ batch whether it is made in the main process or in a worker (``num_workers=0`` b
   ``native_resolution // 8`` pixels (CIFAR's customary 4 px at 32, 3 px at 28) and, except for
   MNIST-like characters, a horizontal flip; ImageFolder takes a RandomResizedCrop (scale
   0.08–1, ratio 3/4–4/3, torchvision's algorithm) straight to the batch's resolution, then a flip.
+  Optional random erasing (``erase`` > 0) then fills one box per chosen image with noise, on the
+  finished, normalized batch.
 - Evaluation: IDX and CIFAR images are resized to the resolution; ImageFolder images are resized
   so that the shorter side is ``resolution / 0.875`` then center-cropped (the usual ImageNet
   crop fraction).
@@ -710,16 +712,43 @@ def _random_resized_crop_box(width: int, height: int, rng: np.random.Generator) 
     return (height - h) // 2, (width - w) // 2, h, w
 
 
+# Random erasing (Zhong et al., AAAI 2020): the box's area fraction and log-uniform aspect ratio,
+# the ranges torchvision's RandomErasing defaults to.
+ERASE_AREA = (0.02, 0.33)
+ERASE_RATIO = (0.3, 1 / 0.3)
+
+
+def random_erase(images: torch.Tensor, p: float, rng: np.random.Generator) -> torch.Tensor:
+    """Random erasing on a normalized float batch, in place: each image, with probability ``p``,
+    gets one box (area fraction :data:`ERASE_AREA`, aspect :data:`ERASE_RATIO`, ten tries to fit)
+    filled with standard-normal noise: pixels of the normalized scale, as the paper fills them."""
+    b, c, h, w = images.shape
+    log_lo, log_hi = math.log(ERASE_RATIO[0]), math.log(ERASE_RATIO[1])
+    for i in np.flatnonzero(rng.random(b) < p):
+        for _ in range(10):
+            target = h * w * rng.uniform(*ERASE_AREA)
+            aspect = math.exp(rng.uniform(log_lo, log_hi))
+            eh, ew = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+            if 0 < eh < h and 0 < ew < w:
+                top, left = int(rng.integers(0, h - eh + 1)), int(rng.integers(0, w - ew + 1))
+                noise = rng.standard_normal((c, eh, ew), dtype=np.float32)
+                images[i, :, top : top + eh, left : left + ew] = torch.from_numpy(noise)
+                break
+    return images
+
+
 class BatchMaker(Dataset):
     """The loaders' dataset: ``maker[plan]`` is the finished batch ``(float32 B×C×r×r, int64 B)``.
 
     ``augment``: training augmentation (see the module docstring); else the evaluation transform.
+    ``erase``: with ``augment``, the probability of :func:`random_erase` per image (0: never).
     """
 
-    def __init__(self, source: Dataset, info: DatasetInfo, augment: bool):
+    def __init__(self, source: Dataset, info: DatasetInfo, augment: bool, erase: float = 0.0):
         self.source = source
         self.info = info
         self.augment = augment
+        self.erase = erase
         self._mean = torch.tensor(info.mean, dtype=torch.float32).view(1, -1, 1, 1)
         self._std = torch.tensor(info.std, dtype=torch.float32).view(1, -1, 1, 1)
 
@@ -738,7 +767,10 @@ class BatchMaker(Dataset):
             images = F.interpolate(
                 images, size=(plan.resolution, plan.resolution), mode="bilinear", align_corners=False, antialias=shrink
             )
-        return images.contiguous(), labels
+        images = images.contiguous()
+        if self.augment and self.erase > 0:
+            random_erase(images, self.erase, rng)
+        return images, labels
 
     def _tensor_batch(self, plan: BatchPlan, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         idx = np.asarray(plan.indices, dtype=np.int64)
@@ -868,12 +900,14 @@ def make_loaders(
     num_workers: int = 0,
     pin_memory: bool = False,
     crop_padding: int | None = None,
+    erase: float = 0.0,
 ) -> Loaders:
     """Load ``name`` and build its train/val/test loaders (see :class:`Loaders`).
 
     ``resolutions``: the elastic resolutions training samples per batch (default: the dataset's
     native one). ``crop_padding``: override the dataset's random-crop padding for training
-    (0 = flip only; short schedules learn faster without crops). ``distributed``: shard
+    (0 = flip only; short schedules learn faster without crops). ``erase``: probability of
+    random erasing per training image (:func:`random_erase`; 0 = none). ``distributed``: shard
     training across ``torch.distributed``'s ranks (``rank``/``world_size`` override it, e.g.
     for tests); ``batch_size`` is per rank.
     """
@@ -902,7 +936,9 @@ def make_loaders(
     if crop_padding is not None and (isinstance(crop_padding, bool) or not isinstance(crop_padding, int) or crop_padding < 0):
         raise InputError(f"crop padding {crop_padding!r} must be a non-negative integer")
     train_info = info if crop_padding is None else dataclasses.replace(info, crop_padding=crop_padding)
-    train = _loader(BatchMaker(train_ds, train_info, augment=True), train_planner, num_workers, pin_memory)
+    if isinstance(erase, bool) or not isinstance(erase, (int, float)) or not 0 <= erase <= 1:
+        raise InputError(f"erase probability {erase!r} must be a number from 0 to 1")
+    train = _loader(BatchMaker(train_ds, train_info, augment=True, erase=float(erase)), train_planner, num_workers, pin_memory)
     eval_res = max(resolutions)
     return Loaders(
         train=train,

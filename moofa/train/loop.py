@@ -84,6 +84,7 @@ class Preset:
     checkpoint_every_s: float = 120.0
     dropout: float = 0.1
     crop_padding: int | None = None  # training random-crop padding; None = the dataset's default
+    erase: float = 0.0  # random-erasing probability per training image (moofa.train.data.random_erase)
     # Phase learning rates are for this global batch; runs with another (batch_size x ranks)
     # scale them linearly, as OFA does per GPU. None: use the rates as written.
     lr_reference_batch: int | None = None
@@ -150,7 +151,8 @@ _PRESET_RANGES = {
     "batch_size": (1, 1 << 16, False), "weight_decay": (0, 1, False), "momentum": (0, 1, False),
     "label_smoothing": (0, 1, False), "kd_ratio": (0, 100, False), "val_size": (1, 10_000_000, False),
     "bn_recal_images": (1, 10_000_000, False), "checkpoint_every_s": (0, 86_400, False), "dropout": (0, 1, False),
-    "crop_padding": (0, 64, False), "lr_reference_batch": (1, 1 << 20, False), "num_workers": (0, 256, False),
+    "erase": (0, 1, False), "crop_padding": (0, 64, False),
+    "lr_reference_batch": (1, 1 << 20, False), "num_workers": (0, 256, False),
 }
 _PHASE_RANGES = {"epochs": (0, 100_000, True), "lr": (0, 100, True), "subnets_per_step": (1, 64, False),
                  "warmup_epochs": (0, 100_000, False), "reorganize": (0, 64, False)}
@@ -374,8 +376,13 @@ def train(
     seed: int = 0,
     max_steps: int | None = None,
     progress: bool = True,
+    teacher_from: Path | None = None,
 ) -> Path:
-    """Train ``layout_name`` with ``preset`` into ``out_dir``; returns the final checkpoint path."""
+    """Train ``layout_name`` with ``preset`` into ``out_dir``; returns the final checkpoint path.
+
+    ``teacher_from`` (a run folder or its checkpoint) starts after the teacher phase with that run's
+    trained teacher, when that run was the same recipe up to there (see :func:`_check_teacher_run`).
+    """
     from tqdm import tqdm
 
     from moofa.arch.catalog import get_layout
@@ -391,7 +398,7 @@ def train(
 
     loaders = make_loaders(preset.dataset, data_root, preset.batch_size, preset.resolutions, preset.val_size, seed,
                            distributed=world > 1, rank=rank, world_size=world, crop_padding=preset.crop_padding,
-                           num_workers=preset.num_workers, pin_memory=device.type == "cuda")
+                           erase=preset.erase, num_workers=preset.num_workers, pin_memory=device.type == "cuda")
     lr_scale = preset.batch_size * world / preset.lr_reference_batch if preset.lr_reference_batch else 1.0
     info = loaders.info
     layout = get_layout(layout_name, resolution=max(preset.resolutions), in_channels=info.in_channels, num_classes=info.num_classes,
@@ -419,6 +426,21 @@ def train(
         if "teacher" in state:
             teacher = copy.deepcopy(model)
             teacher.load_state_dict(state["teacher"])
+    elif teacher_from is not None:
+        src = Path(teacher_from)
+        src_ckpt = src / "checkpoint.pt" if src.is_dir() else src
+        src_state, saved = load_checkpoint(src_ckpt)
+        _check_teacher_run(src_ckpt, saved, meta, preset, layout, seed)
+        if stored_layout(saved) != layout:
+            layout = stored_layout(saved)
+            meta["layout"] = saved["layout"]
+            model = Supernet(layout, dropout=preset.dropout).to(device, memory_format=torch.channels_last)
+        model.load_state_dict(src_state["model"])
+        torch.set_rng_state(src_state["rng_torch"])  # as if this run had trained the teacher itself
+        meta.update({k: saved[k] for k in ("phase", "epoch", "step", "global_step", "history")})
+        src_metrics = src_ckpt.parent / "metrics.csv"
+        if rank == 0 and src_metrics.is_file() and not (out_dir / "metrics.csv").exists():
+            write_atomically(out_dir / "metrics.csv", src_metrics.read_text())
     steps_per_epoch = loaders.train.sampler.steps_per_epoch()
     metrics_path = out_dir / "metrics.csv"
     if rank == 0 and not metrics_path.exists():
@@ -502,6 +524,39 @@ def train(
             print(f"[moofa train] interrupted: saved {ckpt_path} at step {meta['global_step']}; --resume continues", flush=True)
         raise
     return _finish(out_dir, ckpt_path, final_path, model, meta, None, teacher, rank, world, partial=False)
+
+
+_RUN_ONLY_KEYS = ("name", "phases", "checkpoint_every_s", "num_workers")  # keys that do not change what is trained
+
+
+def _check_teacher_run(path, saved: dict, meta: dict, preset: Preset, layout, seed: int) -> None:
+    """Refuse a ``--teacher-from`` run unless continuing it equals training the teacher here.
+
+    The run must have stopped right after its teacher phase, with this layout, seed, data split and
+    every preset key that shapes training equal (its first phase included): the teacher phase's
+    data order, schedule and random state depend on nothing else, so the result is the same network
+    this preset would have trained.
+    """
+    where = f"--teacher-from {path}"
+    as_json = lambda d: json.loads(json.dumps(d))  # noqa: E731 -- tuples as the checkpoint's lists
+    if (saved.get("phase"), saved.get("epoch"), saved.get("step")) != (1, 0, 0):
+        raise InputError(f"{where}: the run did not stop right after its teacher phase (it is at phase {saved.get('phase')}, "
+                         f"epoch {saved.get('epoch')}); train the teacher with a preset of only the teacher phase")
+    if saved["layout"]["name"] != layout.name:
+        raise InputError(f"{where}: trained the {saved['layout']['name']} layout, not {layout.name}")
+    if saved.get("seed") != seed:
+        raise InputError(f"{where}: trained with --seed {saved.get('seed')}, not {seed}")
+    for key in ("dataset", "val_indices_digest", "resolutions", "dropout"):
+        if as_json(saved.get(key)) != as_json(meta[key]):
+            raise InputError(f"{where}: its {key} differs from this run's ({saved.get(key)!r} vs {meta[key]!r})")
+    mine, theirs = as_json(meta["preset"]), saved.get("preset", {})
+    defaults = as_json(asdict(Preset(name=preset.name)))
+    for key, value in mine.items():
+        if key not in _RUN_ONLY_KEYS and theirs.get(key, defaults.get(key)) != value:
+            raise InputError(f"{where}: its preset's {key} is {theirs.get(key, defaults.get(key))!r}, this one's {value!r}")
+    first_theirs = (theirs.get("phases") or [None])[0]
+    if first_theirs != mine["phases"][0]:
+        raise InputError(f"{where}: its teacher phase {first_theirs} differs from this preset's {mine['phases'][0]}")
 
 
 def _extreme(phase: Phase, space, pick=min) -> Phase:

@@ -186,7 +186,7 @@ def _add_train(sub) -> None:
             "phase, then start each shrinking recipe that shares it from there."
         ),
     )
-    p.add_argument("--preset", default="fmnist", help="preset name (moofa/presets/*.toml: fmnist, fmnist-gpu, fmnist-cpu, imagenet-gpu) or a .toml path (default fmnist)")
+    p.add_argument("--preset", default="fmnist", help="preset name (moofa/presets/*.toml: fmnist, fmnist-teacher, fmnist-paper, fmnist-gpu, fmnist-cpu, imagenet-gpu) or a .toml path (default fmnist)")
     p.add_argument("--layout", default="moofa", help="supernet layout: moofa (memory-balanced) or ofa (default moofa)")
     p.add_argument("--data", help="dataset folder (default: the preset's dataset at its standard place)")
     p.add_argument("--out", help="run folder (default runs/LAYOUT-PRESET)")

@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from moofa.arch.space import SubnetConfig
-from moofa.search.predictor import dataset_path_for, fit_predictor, kendall_tau
+from moofa.search.predictor import _beside, dataset_path_for, fit_predictor, holdout_split, is_bundled, kendall_tau
 from moofa.train.data import make_loaders
 from moofa.train.evaluate import load_supernet, resolve_supernet, trained_space
 from moofa.train.loop import evaluate_subnet
@@ -38,8 +38,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     path = resolve_supernet(args.supernet)
-    data_path = args.data or (path.with_name(path.name.removesuffix(".pt") + ".predictor-data.json") if args.supernet in ("moofa", "ofa")
-                              else dataset_path_for(path))
+    data_path = args.data or (_beside(path, ".predictor-data.json") if is_bundled(path) else dataset_path_for(path))
     data = json.loads(open(data_path).read())
     net, meta = load_supernet(str(path))
     space = trained_space(net, meta)
@@ -48,9 +47,7 @@ def main() -> None:
     t0 = time.perf_counter()
     predictor, report = fit_predictor(space, configs, val.astype(np.float32), seed=data.get("seed", 0))
     fit_s = time.perf_counter() - t0
-    # The held-out part fit_predictor used: the first fifth of the same permutation.
-    order = np.random.default_rng(data.get("seed", 0)).permutation(len(configs))
-    held = order[: max(1, int(len(configs) * 0.2))]
+    held, _ = holdout_split(len(configs), data.get("seed", 0))  # the part fit_predictor held out
     if args.heldout:
         held = held[: args.heldout]
     preset = meta["preset"]

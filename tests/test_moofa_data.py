@@ -131,6 +131,15 @@ def test_idx_folder_loads_images_labels_and_stats(tmp_path, gz):
     assert info.crop_padding == 2 and info.hflip  # 16 // 8; clothes flip
 
 
+def _first_training_batch(loaders, arrays):
+    """(pixels as 0-255 ints, the source image) for each image of the first training batch."""
+    plan = next(iter(loaders.train.sampler))
+    x, _ = next(iter(loaders.train))
+    info = loaders.info
+    pixels = np.round((x[:, 0].numpy() * info.std[0] + info.mean[0]) * 255).astype(int)
+    return [(got, arrays["train_x"][i].astype(int)) for got, i in zip(pixels, plan.indices)]
+
+
 def test_crop_padding_override_gives_flip_only_training_batches(tmp_path):
     """crop_padding=0: every training image is the original or its mirror, never shifted."""
     from moofa.train.data import make_loaders
@@ -138,12 +147,7 @@ def test_crop_padding_override_gives_flip_only_training_batches(tmp_path):
     arrays = make_idx_folder(tmp_path / "fm", gz=False)
     loaders = make_loaders("fashion-mnist", tmp_path / "fm", batch_size=8, val_size=16, crop_padding=0)
     assert loaders.train.dataset.info.crop_padding == 0 and loaders.info.crop_padding == 2
-    plan = next(iter(loaders.train.sampler))
-    x, _ = next(iter(loaders.train))
-    info = loaders.info
-    pixels = np.round((x[:, 0].numpy() * info.std[0] + info.mean[0]) * 255).astype(int)
-    for got, i in zip(pixels, plan.indices):
-        original = arrays["train_x"][i].astype(int)
+    for got, original in _first_training_batch(loaders, arrays):
         assert (got == original).all() or (got == original[:, ::-1]).all()
     with pytest.raises(InputError, match="crop padding"):
         make_loaders("fashion-mnist", tmp_path / "fm", batch_size=8, val_size=16, crop_padding=-1)
@@ -156,22 +160,14 @@ def test_random_erasing_changes_one_box_per_image_and_only_in_training(tmp_path)
 
     arrays = make_idx_folder(tmp_path / "fm", gz=False)
     loaders = make_loaders("fashion-mnist", tmp_path / "fm", batch_size=8, val_size=16, crop_padding=0, erase=1.0)
-    plan = next(iter(loaders.train.sampler))
-    x, _ = next(iter(loaders.train))
-    info = loaders.info
-    pixels = np.round((x[:, 0].numpy() * info.std[0] + info.mean[0]) * 255).astype(int)
-    for got, i in zip(pixels, plan.indices):
-        original = arrays["train_x"][i].astype(int)
+    for got, original in _first_training_batch(loaders, arrays):
         diff = min(((got != original), (got != original[:, ::-1])), key=lambda m: m.sum())
         rows, cols = np.flatnonzero(diff.any(axis=1)), np.flatnonzero(diff.any(axis=0))
         assert rows.size and cols.size, "an image was not erased"
         box = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
         assert box <= 0.34 * diff.size  # one box of at most a third of the image holds every change
     plain = make_loaders("fashion-mnist", tmp_path / "fm", batch_size=8, val_size=16, crop_padding=0, erase=0.0)
-    x, _ = next(iter(plain.train))
-    pixels = np.round((x[:, 0].numpy() * info.std[0] + info.mean[0]) * 255).astype(int)
-    for got, i in zip(pixels, next(iter(plain.train.sampler)).indices):
-        original = arrays["train_x"][i].astype(int)
+    for got, original in _first_training_batch(plain, arrays):
         assert (got == original).all() or (got == original[:, ::-1]).all()
     xv, _ = next(iter(loaders.val))
     xp, _ = next(iter(plain.val))

@@ -176,12 +176,17 @@ def kendall_tau(a, b) -> float:
     return s / denom if denom else float("nan")
 
 
+def holdout_split(n: int, seed: int = 0, holdout: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out, training) indices of ``n`` measurements, as :func:`fit_predictor` splits them."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = max(1, int(n * holdout))
+    return order[:n_test], order[n_test:]
+
+
 def fit_predictor(space, configs, accs, epochs: int = 300, lr: float = 1e-3, seed: int = 0, holdout: float = 0.2) -> tuple[Predictor, dict]:
     """Train the MLP on (config, accuracy) pairs; report RMSE and Kendall's tau on a held-out part."""
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(configs))
-    n_test = max(1, int(len(configs) * holdout))
-    test, train = order[:n_test], order[n_test:]
+    test, train = holdout_split(len(configs), seed, holdout)
+    n_test = len(test)
     x = torch.from_numpy(space.encode_many(list(configs)))
     y = torch.tensor(np.asarray(accs, dtype=np.float32))
     torch.manual_seed(seed)

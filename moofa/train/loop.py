@@ -412,35 +412,31 @@ def train(
     model = Supernet(layout, dropout=preset.dropout).to(device, memory_format=torch.channels_last)
     teacher = None
     state = None
+    start = None  # (state, metadata) of the checkpoint this run continues: its own, or a teacher run's
     if resume and ckpt_path.exists():
-        state, saved = load_checkpoint(ckpt_path)
+        state, saved = start = load_checkpoint(ckpt_path)
         if saved["layout"]["name"] != layout.name or saved["preset"]["name"] != preset.name:
             raise InputError(f"{ckpt_path}: was trained as {saved['layout']['name']} / {saved['preset']['name']}, not {layout.name} / {preset.name}")
+    elif teacher_from is not None:
+        src = Path(teacher_from)
+        src_ckpt = src / "checkpoint.pt" if src.is_dir() else src
+        start = load_checkpoint(src_ckpt)  # state stays None: the next phase starts fresh
+        _check_teacher_run(src_ckpt, start[1], meta, preset, layout, seed)
+        src_metrics = src_ckpt.parent / "metrics.csv"
+        if rank == 0 and src_metrics.is_file() and not (out_dir / "metrics.csv").exists():
+            write_atomically(out_dir / "metrics.csv", src_metrics.read_text())
+    if start is not None:
+        start_state, saved = start
         if stored_layout(saved) != layout:  # the solver changed since: go on with the layout the run started with
             layout = stored_layout(saved)
             meta["layout"] = saved["layout"]
             model = Supernet(layout, dropout=preset.dropout).to(device, memory_format=torch.channels_last)
-        model.load_state_dict(state["model"])
-        torch.set_rng_state(state["rng_torch"])
+        model.load_state_dict(start_state["model"])
+        torch.set_rng_state(start_state["rng_torch"])  # a teacher run's too: as if this run had trained it
         meta.update({k: saved[k] for k in ("phase", "epoch", "step", "global_step", "history")})
-        if "teacher" in state:
+        if state is not None and "teacher" in state:
             teacher = copy.deepcopy(model)
             teacher.load_state_dict(state["teacher"])
-    elif teacher_from is not None:
-        src = Path(teacher_from)
-        src_ckpt = src / "checkpoint.pt" if src.is_dir() else src
-        src_state, saved = load_checkpoint(src_ckpt)
-        _check_teacher_run(src_ckpt, saved, meta, preset, layout, seed)
-        if stored_layout(saved) != layout:
-            layout = stored_layout(saved)
-            meta["layout"] = saved["layout"]
-            model = Supernet(layout, dropout=preset.dropout).to(device, memory_format=torch.channels_last)
-        model.load_state_dict(src_state["model"])
-        torch.set_rng_state(src_state["rng_torch"])  # as if this run had trained the teacher itself
-        meta.update({k: saved[k] for k in ("phase", "epoch", "step", "global_step", "history")})
-        src_metrics = src_ckpt.parent / "metrics.csv"
-        if rank == 0 and src_metrics.is_file() and not (out_dir / "metrics.csv").exists():
-            write_atomically(out_dir / "metrics.csv", src_metrics.read_text())
     steps_per_epoch = loaders.train.sampler.steps_per_epoch()
     metrics_path = out_dir / "metrics.csv"
     if rank == 0 and not metrics_path.exists():

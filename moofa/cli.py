@@ -70,6 +70,7 @@ examples:
   moofa plan model.tflite -o model.planned.tflite            # less SRAM for free
   moofa train --layout moofa --preset fmnist-cpu             # train a supernet
   moofa eval --supernet moofa --subnet min                   # a subnet's test top-1
+  moofa eval --supernet moofa --subnet min --int8            # ... and its int8 export's, with the ops that lose most
 """
 
 
@@ -210,6 +211,10 @@ def _add_eval(sub) -> None:
     p.add_argument("--data", help="dataset folder (default: the checkpoint's dataset at its standard place)")
     p.add_argument("--split", choices=("test", "val"), default="test", help="report on the test set (default) or the validation split")
     p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="seed for --subnet random")
+    p.add_argument("--int8", action="store_true",
+                   help="also export the subnet to full-int8 TFLite (calibrated as moofa-deploy does), report its top-1 "
+                        "(LiteRT) and the ops where it loses the most precision against the float model (SQNR per op on "
+                        "validation images; --json lists every op)")
     p.add_argument("--json", action="store_true")
 
 
@@ -421,13 +426,34 @@ def _cmd_train(args) -> int:
 def _cmd_eval(args) -> int:
     from moofa.train.evaluate import evaluate_command
 
-    result = evaluate_command(args.supernet, args.subnet, resolution=args.resolution, data=args.data, split=args.split, seed=args.seed)
+    result = evaluate_command(args.supernet, args.subnet, resolution=args.resolution, data=args.data, split=args.split, seed=args.seed,
+                              int8=args.int8)
     if args.json:
         print(json.dumps(result, indent=2))
-    else:
-        print(f"{result['subnet_string']}\n{args.split} top-1 {result['top1'] * 100:.2f}%  ({result['images']} images, "
-              f"{result['params']:,} params, {result['macs'] / 1e6:.1f} M MACs)")
+        return EXIT_OK
+    print(f"{result['subnet_string']}\n{args.split} top-1 {result['top1'] * 100:.2f}%  ({result['images']} images, "
+          f"{result['params']:,} params, {result['macs'] / 1e6:.1f} M MACs)")
+    if args.int8:
+        print(_int8_report(result["int8"], args.split))
     return EXIT_OK
+
+
+def _int8_report(q: dict, split: str, worst: int = 5) -> str:
+    """The int8 half of `moofa eval --int8`: top-1, SQNR at input and output, the worst ops."""
+    def db(x):
+        return "exact" if x is None else f"{x:.1f} dB"
+
+    ops = q["ops"]
+    ranked = sorted(ops, key=lambda e: (-(e["drop_db"] if e["drop_db"] is not None else -1e9), e["index"]))[:worst]
+    lines = [f"int8 {split} top-1 {q['top1'] * 100:.2f}%  (LiteRT; {q['model_bytes']:,} B model, calibrated on "
+             f"{q['calibration_images']} training images)",
+             f"int8 vs float on {q['images']} validation images: SQNR {db(q['input_sqnr_db'])} at the input, "
+             f"{db(q['output_sqnr_db'])} at the logits; the ops that lose the most:",
+             f"  {'op':>4}  {'kind':<18} {'output':<14} {'SQNR':>9} {'drop':>8}"]
+    for e in ranked:
+        shape = "x".join(str(d) for d in e["shape"][1:]) or "1"
+        lines.append(f"  {e['index']:>4}  {e['kind']:<18} {shape:<14} {db(e['sqnr_db']):>9} {db(e['drop_db']):>8}")
+    return "\n".join(lines)
 
 
 def _cmd_predictor(args) -> int:

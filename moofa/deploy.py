@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from moofa.train.evaluate import CALIBRATION_IMAGES, calibration_images
 from toolchain.files import write_atomically
 
 
@@ -172,7 +173,7 @@ class SupernetDeployOptions:
     sram_kb: float | None = None
     flash_kb: float | None = None
     generations: int = 500
-    calibration_images: int = 256
+    calibration_images: int = CALIBRATION_IMAGES
     cross_check_steps: int = 2
     final_dir: Path | None = None  # where out_dir ends up (a staging folder renamed into place)
     boot: str = "auto"  # boot the firmware in QEMU: auto (when the core's TFLM build is cached), always, never
@@ -240,7 +241,7 @@ def _deploy_supernet(worker: Int8Process, supernet_spec, target, out_dir: Path, 
     t = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     staged = out_dir / STAGED_NAME
-    calib = torch.cat([x for x, _ in loaders.eval_loader("train", res, batch_size=o.calibration_images, max_images=o.calibration_images)]).numpy()
+    calib = calibration_images(loaders, res, o.calibration_images)
     test = list(loaders.eval_loader("test", res, batch_size=500))
     test_x, test_y = torch.cat([x for x, _ in test]).numpy(), torch.cat([y for _, y in test]).numpy()
     say(f"export: int8 TFLite (Keras rebuild, calibrated on {len(calib)} training images) and its top-1 on the "

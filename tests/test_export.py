@@ -174,3 +174,65 @@ def test_onnx_export_names_unsupported_layers(tmp_path):
     with pytest.raises(InputError, match="tanh"):
         export_onnx(Odd(), np.zeros((1, 1, 4, 4), np.float32), tmp_path / "odd.onnx")
     assert not (tmp_path / "odd.onnx").exists()
+
+
+def _litert_logits(path, images):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it.allocate_tensors()
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+    (si, zi), (so, zo) = i["quantization"], o["quantization"]
+    out = []
+    for image in images:
+        it.set_tensor(i["index"], np.clip(np.round(image.transpose(1, 2, 0) / si) + zi, -128, 127).astype(np.int8)[None])
+        it.invoke()
+        out.append((it.get_tensor(o["index"]).astype(np.float64) - zo) * so)
+    return np.concatenate(out)
+
+
+def test_int8_errors_cover_every_op_and_agree_with_the_export(exported):
+    """Per-op SQNR of the int8 export: one row per op of the exported model, in its order; the
+    logits' SQNR is the one PyTorch's float logits and export_int8's model give on the same images."""
+    from toolchain.convert.int8_error import int8_errors
+
+    net, images, result = exported
+    errors = int8_errors(net, images, images[:32])
+    graph = read_model(result.path)
+    assert [e.kind for e in errors.ops] == [op.kind for op in graph.ops] and errors.images == 32
+    assert [e.shape for e in errors.ops] == [graph.tensors[op.outputs[0]].shape for op in graph.ops]
+    with torch.no_grad():
+        want = net(torch.from_numpy(images[:32])).numpy().astype(np.float64)
+    got = _litert_logits(result.path, images[:32])
+    direct = 10 * np.log10(np.sum(want**2) / np.sum((got - want) ** 2))
+    assert abs(errors.output_sqnr_db - direct) < 0.5, (errors.output_sqnr_db, direct)
+    # Random weights and inputs: every tensor keeps 20-60 dB (pooling averages noise away: SQNR can rise).
+    assert 30 < errors.input_sqnr_db < 60 and all(20 < e.sqnr_db < 60 for e in errors.ops), [round(e.sqnr_db, 1) for e in errors.ops]
+    worst = errors.worst(3)
+    assert len(worst) == 3 and worst[0].drop_db >= worst[1].drop_db >= worst[2].drop_db
+
+
+def test_int8_errors_point_at_the_layer_that_loses_precision(exported):
+    """One expand channel of the last block made 1000x larger (its projection weights zeroed, so the
+    float network is unchanged) crushes that block's other channels into a few int8 steps: every
+    op before it keeps its SQNR, the logits lose most of theirs, and the first op that differs is
+    that block's expand convolution."""
+    import copy
+
+    from toolchain.convert.int8_error import int8_errors
+
+    net, images, _ = exported
+    clean = copy.deepcopy(net)
+    block = clean.blocks[2]
+    with torch.no_grad():
+        block.proj.weight[:, 0] = 0.0
+    broken = copy.deepcopy(clean)
+    with torch.no_grad():
+        broken.blocks[2].bn1.weight[0] *= 1000.0
+        broken.blocks[2].bn1.bias[0] = 1000.0
+        assert torch.allclose(clean(torch.from_numpy(images[:4])), broken(torch.from_numpy(images[:4])), atol=1e-4)
+    a, b = int8_errors(clean, images, images[:32]), int8_errors(broken, images, images[:32])
+    first = next(i for i, (x, y) in enumerate(zip(a.ops, b.ops)) if abs(x.sqnr_db - y.sqnr_db) > 0.05)
+    assert b.ops[first].kind == "CONV_2D" and b.ops[first].shape == (1, 8, 8, 72)
+    assert all(x.sqnr_db == y.sqnr_db for x, y in zip(a.ops[:first], b.ops[:first]))
+    assert b.output_sqnr_db < a.output_sqnr_db - 10, (a.output_sqnr_db, b.output_sqnr_db)

@@ -105,6 +105,27 @@ def test_deploy_supernet_end_to_end_and_reproducible(tiny_supernet, tmp_path):
     assert (tmp_path / "a" / "model.onnx").read_bytes() == (tmp_path / "b" / "model.onnx").read_bytes()
 
 
+def test_eval_int8_scores_the_export_and_names_its_worst_ops(tiny_supernet, capsys):
+    """`moofa eval --int8`: the int8 export's top-1 on the same test images, and one SQNR row per
+    op of that export; the text report lists the five ops with the largest drop, largest first."""
+    from moofa.cli import main
+
+    path, root, _ = tiny_supernet
+    args = ["eval", "--supernet", str(path), "--data", str(root), "--subnet", "min", "--int8"]
+    assert main([*args, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    q = result["int8"]
+    assert 0.0 <= q["top1"] <= 1.0 and q["calibration_images"] == 160 - 32 and result["images"] == 48
+    kinds = [e["kind"] for e in q["ops"]]
+    assert kinds[0] == "CONV_2D" and kinds[-1] == "FULLY_CONNECTED" and q["ops"][-1]["shape"] == [1, 10]
+    assert q["output_sqnr_db"] == q["ops"][-1]["sqnr_db"] and q["images"] == 32
+    assert main(args) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert text[2].startswith(f"int8 test top-1 {q['top1'] * 100:.2f}%")
+    ranked = sorted(q["ops"], key=lambda e: (-e["drop_db"], e["index"]))[:5]
+    assert [int(line.split()[0]) for line in text[-5:]] == [e["index"] for e in ranked]
+
+
 def test_sweep_writes_a_table_and_plot_and_reports_unreachable_budgets(tiny_supernet, tmp_path):
     from types import SimpleNamespace
 

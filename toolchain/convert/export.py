@@ -451,25 +451,15 @@ def _frozen(tf, keras_model, input_shape_chw):
     return convert_variables_to_constants_v2(fn.get_concrete_function())
 
 
-def export_int8(
-    module,
-    calibration_nchw: np.ndarray,
-    out_path: Path,
-    check_images: int = 16,
-) -> ExportResult:
-    """Rebuild ``module`` in Keras, check it against PyTorch, and write a full-int8 .tflite.
-
-    ``calibration_nchw``: float32 images (N, C, H, W), already normalised as the network expects;
-    a few hundred training images calibrate the activation ranges. Input and output are int8,
-    weights per-channel int8, biases int32.
-    """
+def checked_graph(module, calibration_nchw: np.ndarray, check_images: int = 16):
+    """(tf, graph function, max |Keras - PyTorch|): ``module`` rebuilt in Keras and frozen into the
+    one graph function that gets converted, checked against PyTorch on the first
+    ``check_images`` calibration images (an :class:`InputError` when they differ)."""
     import torch
 
-    from toolchain.runtime.tf import quietly, tf_quiet
-    from toolchain.tflite.reader import parse_model
+    from toolchain.runtime.tf import tf_quiet
 
     tf = tf_quiet()
-    calibration_nchw = np.asarray(calibration_nchw, dtype=np.float32)
     if calibration_nchw.ndim != 4 or len(calibration_nchw) == 0:
         raise InputError(f"calibration images must be (N, C, H, W), got shape {calibration_nchw.shape}")
     keras_model = keras_from_torch(module, calibration_nchw.shape[1:])
@@ -485,7 +475,11 @@ def export_int8(
     diff, close = _max_diff(expected, got)
     if not close:
         raise InputError(f"cannot export: the Keras rebuild differs from PyTorch by {diff:.3g} (a layer the exporter misreads)")
+    return tf, graph_fn, diff
 
+
+def int8_converter(tf, graph_fn, calibration_nchw: np.ndarray):
+    """The full-int8 converter of :func:`export_int8` for ``graph_fn``, calibrated on the images."""
     nhwc = calibration_nchw.transpose(0, 2, 3, 1)
 
     def representative_dataset():
@@ -498,7 +492,27 @@ def export_int8(
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
-    data = quietly(converter.convert)
+    return converter
+
+
+def export_int8(
+    module,
+    calibration_nchw: np.ndarray,
+    out_path: Path,
+    check_images: int = 16,
+) -> ExportResult:
+    """Rebuild ``module`` in Keras, check it against PyTorch, and write a full-int8 .tflite.
+
+    ``calibration_nchw``: float32 images (N, C, H, W), already normalised as the network expects;
+    a few hundred training images calibrate the activation ranges. Input and output are int8,
+    weights per-channel int8, biases int32.
+    """
+    from toolchain.runtime.tf import quietly
+    from toolchain.tflite.reader import parse_model
+
+    calibration_nchw = np.asarray(calibration_nchw, dtype=np.float32)
+    tf, graph_fn, diff = checked_graph(module, calibration_nchw, check_images)
+    data = quietly(int8_converter(tf, graph_fn, calibration_nchw).convert)
     graph = parse_model(data, str(out_path))
     out_path = write_atomically(out_path, data)
     return ExportResult(out_path, len(data), diff, graph.op_kinds)

@@ -91,6 +91,20 @@ def test_predictor_learns_a_ranking(setup):
     np.testing.assert_allclose(predictor.predict(configs[:3]), predictor.predict(configs[:3]))
 
 
+def test_predictor_ranks_subnets_a_few_tenths_of_a_point_apart(setup):
+    # A well-trained supernet's subnets span a few tenths of a point; fitted to such targets
+    # unscaled, the MLP decayed to a constant (every prediction equal, tau NaN).
+    _, space, _, _, _ = setup
+    rng = __import__("random").Random(0)
+    configs = [space.sample(rng) for _ in range(300)]
+    enc = space.encode_many(configs)
+    truth = 0.91 + 0.0004 * (enc.sum(1) - enc.sum(1).mean())
+    assert truth.std() < 0.005
+    predictor, report = fit_predictor(space, configs, truth, epochs=60)
+    assert report["kendall_tau"] > 0.6
+    assert np.std(predictor.predict(configs)) > 0.3 * truth.std()
+
+
 # --- the predictor files: the bundled ones are read-only, a broken one is refused ----------------
 def _tree(folder):
     """Name -> (size, mtime) of every file under ``folder``."""
@@ -211,7 +225,7 @@ def test_a_non_finite_fit_is_refused_and_nothing_is_written(monkeypatch, tmp_pat
 def saved_predictor(setup, tmp_path_factory):
     _, space, _, _, _ = setup
     torch.manual_seed(1)
-    predictor = Predictor(space, PredictorMLP(space.encoding_length, base_acc=0.8).eval(),
+    predictor = Predictor(space, PredictorMLP(space.encoding_length, base_acc=0.8, acc_scale=0.02).eval(),
                           {"supernet_sha256_16": "0" * 16, "n": 20, "hidden": 400, "layers": 3})
     path = tmp_path_factory.mktemp("predictor") / "good.predictor.pt"
     predictor.save(path)
@@ -229,6 +243,19 @@ def test_a_good_predictor_file_loads(saved_predictor):
     space, path = saved_predictor
     loaded = Predictor.load(path, space)
     assert loaded.meta["n"] == 20 and loaded.path == path
+
+
+def test_a_predictor_file_from_before_the_accuracy_scale_predicts_unscaled(saved_predictor, tmp_path):
+    space, path = saved_predictor
+    old = tmp_path / "old.predictor.pt"
+    _rewrite(path, old, lambda s: s["model"].pop("acc_scale"))
+    new, before = Predictor.load(path, space), Predictor.load(old, space)
+    configs = [space.max_config(space.resolutions[-1]), space.min_config(space.resolutions[0])]
+    with torch.no_grad():
+        x = torch.from_numpy(space.encode_many(configs))
+        unscaled = (before.model.net(x).squeeze(-1) + before.model.base_acc).numpy()
+    np.testing.assert_allclose(before.predict(configs), unscaled)
+    assert float(before.model.acc_scale) == 1.0 and float(new.model.acc_scale) != 1.0
 
 
 @pytest.mark.parametrize("kind,match", [

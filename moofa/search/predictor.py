@@ -42,10 +42,14 @@ CACHE_ENV = "MOOFA_CACHE_DIR"
 
 # --- accuracy predictor --------------------------------------------------------------------------
 class PredictorMLP(nn.Module):
-    """OFA's accuracy predictor: 3 hidden layers of 400 ReLU units over the encoding, plus a
-    learned base accuracy."""
+    """OFA's accuracy predictor: 3 hidden layers of 400 ReLU units over the encoding, scaled by
+    the measured accuracies' spread and added to their mean (both fixed when fitted).
 
-    def __init__(self, n_inputs: int, hidden: int = 400, layers: int = 3, base_acc: float = 0.0):
+    The scale matters: a well-trained supernet's subnets differ by a few tenths of a point, and an
+    unscaled MLP fitted to such targets under weight decay shrinks to a constant (every held-out
+    prediction equal, Kendall's tau undefined)."""
+
+    def __init__(self, n_inputs: int, hidden: int = 400, layers: int = 3, base_acc: float = 0.0, acc_scale: float = 1.0):
         super().__init__()
         dims = [n_inputs] + [hidden] * layers
         mods: list[nn.Module] = []
@@ -54,9 +58,10 @@ class PredictorMLP(nn.Module):
         mods.append(nn.Linear(dims[-1], 1, bias=False))
         self.net = nn.Sequential(*mods)
         self.base_acc = nn.Parameter(torch.tensor(float(base_acc)), requires_grad=False)
+        self.acc_scale = nn.Parameter(torch.tensor(float(acc_scale)), requires_grad=False)
 
     def forward(self, x):
-        return self.net(x).squeeze(-1) + self.base_acc
+        return self.net(x).squeeze(-1) * self.acc_scale + self.base_acc
 
 
 def supernet_digest(path: Path) -> str:
@@ -143,6 +148,8 @@ class Predictor:
             raise InputError(f"{path}: malformed accuracy predictor (no weight tensors); {rebuild}")
         model = PredictorMLP(space.encoding_length, hidden, layers)
         expected = model.state_dict()
+        if "acc_scale" not in weights:  # files written before the scale existed predict unscaled
+            weights = {**weights, "acc_scale": torch.tensor(1.0)}
         missing, unexpected = sorted(expected.keys() - weights.keys()), sorted(weights.keys() - expected.keys())
         if missing or unexpected:
             what = f"missing {', '.join(missing[:3])}" if missing else f"unexpected {', '.join(unexpected[:3])}"
@@ -190,15 +197,17 @@ def fit_predictor(space, configs, accs, epochs: int = 300, lr: float = 1e-3, see
     x = torch.from_numpy(space.encode_many(list(configs)))
     y = torch.tensor(np.asarray(accs, dtype=np.float32))
     torch.manual_seed(seed)
-    model = PredictorMLP(x.shape[1], base_acc=float(y[train].mean()))
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
+    spread = float(y[train].std()) if len(train) > 1 else 0.0
+    scale = spread if np.isfinite(spread) and spread > 0 else 1.0
+    model = PredictorMLP(x.shape[1], base_acc=float(y[train].mean()), acc_scale=scale)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
     xt, yt = x[train], y[train]
     for _ in range(epochs):
         perm = torch.randperm(len(train))
         for i in range(0, len(train), 64):
             idx = perm[i : i + 64]
             opt.zero_grad()
-            loss = torch.mean((model(xt[idx]) - yt[idx]) ** 2)
+            loss = torch.mean(((model(xt[idx]) - yt[idx]) / scale) ** 2)  # in units of the spread
             loss.backward()
             opt.step()
     model.eval()

@@ -271,10 +271,14 @@ def measure_subnets(supernet_path: Path, n: int, seed: int = 0, val_images: int 
             if i in own:
                 results.setdefault(i, acc)  # a larger --n grows the dataset instead of starting over
     last_save = time.monotonic()
+    # On a GPU the extracted subnets are measured there (the supernet stays on the CPU: extraction
+    # is slicing); one GPU per rank under torchrun. Not yet run on a GPU by this project.
+    device = (torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+              if torch.cuda.is_available() else torch.device("cpu"))
     todo = [i for i in mine if i not in results]
     for j, i in enumerate(tqdm(todo, desc="measuring subnets on val", initial=len(mine) - len(todo), total=len(mine),
                                disable=not progress or rank != 0)):
-        acc, _, _ = evaluate_subnet(net, configs[i], loaders, torch.device("cpu"), split="val",
+        acc, _, _ = evaluate_subnet(net, configs[i], loaders, device, split="val",
                                     bn_images=preset["bn_recal_images"], max_images=val_images)
         results[i] = acc
         if time.monotonic() - last_save > 30 or j == len(todo) - 1:

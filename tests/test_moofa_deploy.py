@@ -85,7 +85,11 @@ def test_deploy_supernet_end_to_end_and_reproducible(tiny_supernet, tmp_path):
     target = resolve_target("nucleo-f746zg")
     a = deploy_supernet(str(path), target, tmp_path / "a", SupernetDeployOptions(data=str(root), generations=15))
     assert EXPECTED <= {p.name for p in (tmp_path / "a").iterdir()}
-    assert a["fits"] and a["measured"]["agrees"] and a["tflm_vs_litert"]["identical"]
+    # TFLM's and LiteRT's int8 kernels may round one step apart (FULLY_CONNECTED, HARD_SWISH): the
+    # tiny supernet trains to other weights on another CPU, so the outputs agree within the
+    # deploy's tolerance, and are bit-identical only on some machines.
+    xcheck = a["tflm_vs_litert"]
+    assert a["fits"] and a["measured"]["agrees"] and xcheck["agree"] and xcheck["max_abs_diff"] <= xcheck["tolerance"] == 2
     acc = a["accuracy"]
     assert {"float_top1", "int8_top1"} <= acc.keys() and acc["test_images"] == 48
     # The exported graph is the one the analytic model priced.

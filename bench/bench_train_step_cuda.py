@@ -19,7 +19,7 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
+from bench_train_step import _step  # forward, cross-entropy backward, optimizer step
 
 from moofa.arch.catalog import get_layout
 from moofa.nn.supernet import Supernet
@@ -68,9 +68,7 @@ def main() -> None:
                 sync()
                 t = time.perf_counter()
                 net.set_max()
-                opt.zero_grad(set_to_none=True)
-                F.cross_entropy(net(x), y).backward()
-                opt.step()
+                _step(net, x, y, opt)
                 sync()
                 t1 = time.perf_counter()
                 rngs = [random.Random(hash((i, next(counter), k))) for k in range(phase.subnets_per_step)]
@@ -90,11 +88,9 @@ def main() -> None:
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])) as prof:
+            net.set_max()
             for _ in range(3):
-                net.set_max()
-                opt.zero_grad(set_to_none=True)
-                F.cross_entropy(net(x), y).backward()
-                opt.step()
+                _step(net, x, y, opt)
             sync()
         print(f"\n{name}, channels_last, largest subnet, 3 steps:")
         print(prof.key_averages().table(sort_by="cuda_time_total" if dev.type == "cuda" else "cpu_time_total", row_limit=12, max_name_column_width=70))

@@ -89,7 +89,7 @@ def test_deploy_supernet_end_to_end_and_reproducible(tiny_supernet, tmp_path):
     # tiny supernet trains to other weights on another CPU, so the outputs agree within the
     # deploy's tolerance, and are bit-identical only on some machines.
     xcheck = a["tflm_vs_litert"]
-    assert a["fits"] and a["measured"]["agrees"] and xcheck["agree"] and xcheck["max_abs_diff"] <= xcheck["tolerance"] == 2
+    assert a["fits"] and a["measured"]["agrees"] and xcheck["agree"] and xcheck["tolerance"] == 2
     acc = a["accuracy"]
     assert {"float_top1", "int8_top1"} <= acc.keys() and acc["test_images"] == 48
     # The exported graph is the one the analytic model priced.

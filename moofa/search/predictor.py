@@ -237,7 +237,7 @@ def measure_subnets(supernet_path: Path, n: int, seed: int = 0, val_images: int 
 
     from moofa.train.data import make_loaders
     from moofa.train.evaluate import load_supernet, trained_space
-    from moofa.train.loop import cpu_threads, evaluate_subnet
+    from moofa.train.loop import cpu_threads, evaluate_subnet, local_device
 
     net, meta = load_supernet(str(supernet_path))
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -273,8 +273,7 @@ def measure_subnets(supernet_path: Path, n: int, seed: int = 0, val_images: int 
     last_save = time.monotonic()
     # On a GPU the extracted subnets are measured there (the supernet stays on the CPU: extraction
     # is slicing); one GPU per rank under torchrun. Not yet run on a GPU by this project.
-    device = (torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
-              if torch.cuda.is_available() else torch.device("cpu"))
+    device = local_device()
     todo = [i for i in mine if i not in results]
     for j, i in enumerate(tqdm(todo, desc="measuring subnets on val", initial=len(mine) - len(todo), total=len(mine),
                                disable=not progress or rank != 0)):

@@ -188,20 +188,23 @@ def check_preset(preset: Preset, where) -> None:
 
 
 # --- distributed plumbing ----------------------------------------------------------------------
+def local_device() -> torch.device:
+    """This process's device: its torchrun rank's GPU (``LOCAL_RANK``, 0 alone) when there is one."""
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
+
+
 def _dist_setup():
     """(rank, world_size, device) from torchrun's environment; one process otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = local_device()
     if world > 1:
         import torch.distributed as dist
 
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-        rank = dist.get_rank()
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if backend == "nccl" else torch.device("cpu")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        return rank, world, device
-    return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return dist.get_rank(), world, device
+    return 0, 1, device
 
 
 def _all_reduce_grads(model, world: int) -> None:

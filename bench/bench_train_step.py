@@ -20,7 +20,6 @@ medians taken in this one run.
 from __future__ import annotations
 
 import argparse
-import copy
 import random
 import statistics
 import time
@@ -32,7 +31,7 @@ from moofa.arch.catalog import get_layout
 from moofa.arch.space import SubnetConfig
 from moofa.nn import fastconv
 from moofa.nn.supernet import Supernet
-from moofa.train.loop import accumulate_gradients, load_preset
+from moofa.train.loop import accumulate_gradients, frozen_teacher, load_preset
 
 
 def _step(model, x, y, opt):
@@ -70,14 +69,16 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=5, help="timed steps per measurement (median)")
     ap.add_argument("--preset", default="fmnist-cpu", help="the recipe measured in part 2")
-    ap.add_argument("--layouts", default="moofa:paper,moofa:sram,ofa:sram")
+    ap.add_argument("--layouts", default="moofa:paper,moofa:sram,ofa:sram", help="comma-separated LAYOUT:MEMORY pairs")
     args = ap.parse_args()
+    layouts = [tuple(s.split(":")) for s in args.layouts.split(",")]
+    if any(len(pair) != 2 for pair in layouts):
+        ap.error(f"--layouts {args.layouts!r}: give LAYOUT:MEMORY pairs, e.g. moofa:sram,ofa:sram")
     torch.set_num_threads(1)
     torch.manual_seed(0)
     cl = torch.channels_last
     x = torch.randn(args.batch, 1, 28, 28).contiguous(memory_format=cl)
     y = torch.randint(0, 10, (args.batch,))
-    layouts = [tuple(s.split(":")) for s in args.layouts.split(",")]
 
     print("| layout | subnet | before imgs/s | after imgs/s | speed-up | static subnet imgs/s | supernet ÷ static step |")
     print("|---|---|---:|---:|---:|---:|---:|")
@@ -98,10 +99,7 @@ def main() -> None:
     print("| layout | phase | epochs | before imgs/s | after imgs/s | speed-up |\n|---|---|---:|---:|---:|---:|")
     for name, memory in layouts:
         net = Supernet(get_layout(name, resolution=28, in_channels=1, num_classes=10, memory=memory)).to(memory_format=cl).train()
-        teacher = copy.deepcopy(net).eval()
-        teacher.set_max()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
+        teacher = frozen_teacher(net)
         opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
         total_old = total_new = total_epochs = 0.0
         for pi, phase in enumerate(preset.phases):

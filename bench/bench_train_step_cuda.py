@@ -13,7 +13,6 @@ slows all alike; then the CUDA kernels that take most of the baseline step's tim
 from __future__ import annotations
 
 import argparse
-import copy
 import random
 import statistics
 import time
@@ -23,7 +22,7 @@ from bench_train_step import _step  # forward, cross-entropy backward, optimizer
 
 from moofa.arch.catalog import get_layout
 from moofa.nn.supernet import Supernet
-from moofa.train.loop import accumulate_gradients, load_preset
+from moofa.train.loop import accumulate_gradients, frozen_teacher, load_preset
 
 
 def main() -> None:
@@ -52,10 +51,7 @@ def main() -> None:
             if fmt not in nets:
                 mf = getattr(torch, "channels_last" if fmt == "channels_last" else "contiguous_format")
                 net = Supernet(layout, dropout=preset.dropout).to(dev, memory_format=mf).train()
-                teacher = copy.deepcopy(net).eval()
-                teacher.set_max()
-                for p in teacher.parameters():
-                    p.requires_grad_(False)
+                teacher = frozen_teacher(net)
                 opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True)
                 x = torch.randn(args.batch, 1, 28, 28, device=dev).contiguous(memory_format=mf)
                 nets[fmt] = (net, teacher, opt, x)

@@ -43,6 +43,22 @@ def test_resume_continues_where_the_run_stopped(tiny, tmp_path):
         assert torch.allclose(a["model"][name], b["model"][name], atol=1e-5), name
 
 
+def test_resume_inside_a_distilled_phase_keeps_the_teacher_frozen(tiny, tmp_path):
+    """A run killed after its teacher phase resumes with the same frozen teacher (eval mode, the
+    largest subnet): every weight, BN statistics included, equals a run that was never stopped."""
+    root, preset_path = tiny
+    preset = load_preset(str(preset_path))
+    ckpt = train(preset, "moofa", tmp_path, data_root=str(root), max_steps=6, progress=False)
+    state, meta = load_checkpoint(ckpt)
+    assert meta["phase"] == 1 and meta["step"] == 2 and "teacher" in state  # two steps into the kernel phase
+    final = train(preset, "moofa", tmp_path, data_root=str(root), resume=True, progress=False)
+    straight = train(preset, "moofa", tmp_path / "straight", data_root=str(root), progress=False)
+    a, _ = load_checkpoint(final)
+    b, _ = load_checkpoint(straight)
+    for name in b["model"]:
+        assert torch.allclose(a["model"][name].float(), b["model"][name].float(), atol=1e-5), name
+
+
 def test_teacher_from_a_teacher_only_run_equals_training_the_teacher_here(tiny, tmp_path):
     root, preset_path = tiny
     full_text = preset_path.read_text()

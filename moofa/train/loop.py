@@ -337,6 +337,20 @@ def evaluate_subnet(supernet, config, loaders, device, split: str = "val", bn_im
 
 
 # --- the loop ----------------------------------------------------------------------------------
+def frozen_teacher(model, weights: dict | None = None):
+    """The distillation teacher: a copy of ``model`` (with ``weights`` when given: a checkpoint's
+    saved teacher), as its largest subnet, in eval mode (BN running statistics, no dropout), with
+    no gradients. A resumed run must build it this way too, or its soft labels change."""
+    teacher = copy.deepcopy(model)
+    if weights is not None:
+        teacher.load_state_dict(weights)
+    teacher.eval()
+    teacher.set_max()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
 def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
     """A phase's learning rate at ``step``: linear warm-up to ``peak``, then cosine decay to 0."""
     if step < warmup_steps:
@@ -438,8 +452,7 @@ def train(
         torch.set_rng_state(start_state["rng_torch"])  # a teacher run's too: as if this run had trained it
         meta.update({k: saved[k] for k in ("phase", "epoch", "step", "global_step", "history")})
         if state is not None and "teacher" in state:
-            teacher = copy.deepcopy(model)
-            teacher.load_state_dict(state["teacher"])
+            teacher = frozen_teacher(model, state["teacher"])
     steps_per_epoch = loaders.train.sampler.steps_per_epoch()
     metrics_path = out_dir / "metrics.csv"
     if rank == 0 and not metrics_path.exists():
@@ -452,10 +465,7 @@ def train(
             phase = preset.phases[phase_index]
             resuming_phase = state is not None and phase_index == meta["phase"]
             if phase.distill and teacher is None:
-                teacher = copy.deepcopy(model).eval()  # the trained largest subnet
-                teacher.set_max()
-                for p in teacher.parameters():
-                    p.requires_grad_(False)
+                teacher = frozen_teacher(model)  # the trained largest subnet
             if phase.reorganize is not None and not (resuming_phase and (meta["epoch"] or meta["step"])):
                 model.reorganize_channels(phase.reorganize)
                 model.to(memory_format=torch.channels_last)

@@ -111,6 +111,19 @@ def score(module, resolution: int, loaders, target, work: Path, tag: str) -> dic
             "arena_exact": arena.tail_exact, "model_bytes": export.model_bytes, "macs": graph_macs(graph)}
 
 
+def merge_included(row_lists: list[list[dict]]) -> list[dict]:
+    """The rows of several ``--include`` files, each (method, board) once: a later file's rows of a
+    (method, board) replace an earlier one's. Two runs started from the same table each add their
+    own method; ``--include BASE --include RUN1 --include RUN2`` then keeps both."""
+    groups: dict[tuple, list[dict]] = {}
+    for rows_in in row_lists:
+        mine: dict[tuple, list[dict]] = {}
+        for r in rows_in:
+            mine.setdefault((r["method"], r["board"]), []).append(r)
+        groups.update(mine)
+    return [r for rows in groups.values() for r in rows]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--supernet", action="append", default=[], metavar="LABEL=SPEC", help="a supernet to search (bundled name or path); repeat")
@@ -123,17 +136,19 @@ def main() -> None:
     ap.add_argument("--out", default="claim")
     ap.add_argument("--include", action="append", default=[], metavar="ROWS.json",
                     help="rows an earlier run wrote (its --out .json): added to the table and the plot, except "
-                         "a (method, board) this run measures again; repeat")
+                         "a (method, board) this run measures again; repeat (a later file's rows of a "
+                         "(method, board) replace an earlier one's)")
     args = ap.parse_args()
-    earlier = []
+    included = []
     for f in args.include:
         try:
             rows_in = json.loads(Path(f).expanduser().read_text())
             if not isinstance(rows_in, list) or not all(isinstance(r, dict) and {"method", "board", "kind"} <= r.keys() for r in rows_in):
                 raise ValueError("not the rows a bench_claim run writes (a list of objects with method, board, kind)")
-            earlier += rows_in
+            included.append(rows_in)
         except (OSError, ValueError) as e:
             raise SystemExit(f"bench_claim: --include {f}: {e}") from None
+    earlier = merge_included(included)
     from moofa.cost.pricer import Pricer
     from moofa.search.predictor import Constraints, UnreachableBudget, evolution_search, load_search_setup
     from moofa.train.data import make_loaders

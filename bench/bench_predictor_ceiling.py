@@ -10,12 +10,19 @@ between subnets). This bench refits the predictor from a measured dataset exactl
 images), and prints three taus: predictor vs val (what the build reports), predictor vs test
 (what a user of the search gets), and val vs test (how well a second measurement ranks the same
 subnets: the ceiling for a predictor judged on val).
+
+It also prints what a *perfect* predictor (one that knew each subnet's true accuracy) would score
+against the validation and the test labels, estimated from the val-vs-test tau: with Gaussian
+measurement noise independent between the splits, of variance inversely proportional to the
+split's size, Greiner's relation tau = (2/pi)·arcsin(rho) gives the noise-to-spread ratio and from it
+both ceilings (an estimate under that model, printed as one).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 
 import numpy as np
@@ -27,6 +34,24 @@ from moofa.search.predictor import _beside, dataset_path_for, fit_predictor, hol
 from moofa.train.data import make_loaders
 from moofa.train.evaluate import load_supernet, resolve_supernet, trained_space
 from moofa.train.loop import evaluate_subnet
+
+
+def perfect_predictor_taus(tau_val_test: float, n_val: int, n_test: int) -> tuple[float, float]:
+    """(tau vs val, tau vs test) of a predictor that knew each subnet's true accuracy, given the
+    tau between two measurements of the same subnets on ``n_val`` and ``n_test`` images.
+
+    Model: measured = true + noise, Gaussian, independent between splits, noise variance
+    r·spread² on val and r·q·spread² on test with q = n_val/n_test. Then
+    rho(val, test) = 1/sqrt((1+r)(1+q·r)) and rho(true, split) = 1/sqrt(1+noise ratio), each
+    turned into a tau by Greiner's relation tau = (2/pi)·arcsin(rho)."""
+    rho = math.sin(math.pi * tau_val_test / 2)
+    if rho <= 0:
+        return float("nan"), float("nan")  # the two measurements do not agree at all: no spread to rank
+    q = n_val / n_test
+    c = 1.0 - 1.0 / rho**2  # q·r² + (1+q)·r + c = 0, c <= 0
+    r = (-(1 + q) + math.sqrt((1 + q) ** 2 - 4 * q * c)) / (2 * q)
+    as_tau = lambda noise: 2 / math.pi * math.asin(1 / math.sqrt(1 + noise))  # noqa: E731
+    return as_tau(r), as_tau(q * r)
 
 
 def main() -> None:
@@ -67,6 +92,12 @@ def main() -> None:
     for key, label in (("tau_pred_val", "predictor vs val (the build's figure)"), ("tau_pred_test", "predictor vs test"),
                        ("tau_val_test", "val vs test (the ceiling)")):
         print(f"| {label} | {figures[key]:.3f} |")
+    n_val = int(data.get("val_images") or preset["val_size"])
+    n_test = len(loaders.in_memory("test", configs[held[0]].resolution)[1])
+    figures["perfect_tau_val"], figures["perfect_tau_test"] = perfect_predictor_taus(figures["tau_val_test"], n_val, n_test)
+    print(f"| a perfect predictor vs val (estimate: Gaussian noise, variance ∝ 1/images; {n_val} val, {n_test} test images) | "
+          f"{figures['perfect_tau_val']:.3f} |")
+    print(f"| a perfect predictor vs test (estimate, same model) | {figures['perfect_tau_test']:.3f} |")
     print(f"refit's own held-out tau (all {report['heldout']} held out, vs val): {report['kendall_tau']:.3f}")
     print(f"held-out subnets: {len(held)}; val {v.mean():.4f} ± {v.std():.4f}, test {test.mean():.4f} ± {test.std():.4f} (mean ± std)")
     if args.json:

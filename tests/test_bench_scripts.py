@@ -1,15 +1,18 @@
-"""bench/bench_claim.py --include: several earlier tables merge with each (method, board) once."""
+"""The benches' own logic: bench_claim's --include merge, bench_predictor_ceiling's estimate."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_claim.py"
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_claim", BENCH)
+def _bench(name: str = "bench_claim"):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -31,3 +34,21 @@ def test_later_include_replaces_a_method_board_and_keeps_the_rest():
     assert by[("mnv2", None)] == 0.93  # kept: the later run does not have that method
     assert len(merged) == 5  # each (method, board) once: no duplicate of the rows both runs copied
     assert [r["int8_top1"] for r in merged if r["method"] == "moofa"] == [0.90, 0.91]  # a group's rows stay whole and in order
+
+
+@pytest.mark.parametrize("noise", [0.1, 0.35, 1.0])
+def test_perfect_predictor_ceiling_matches_a_simulation(noise):
+    """Simulated subnets: true accuracy plus Gaussian noise on a 5,000- and a 10,000-image split.
+    From the two measurements' tau alone, the estimate recovers what knowing the truth scores."""
+    from moofa.search.predictor import kendall_tau
+
+    ceiling = _bench("bench_predictor_ceiling").perfect_predictor_taus
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=3000)
+    val = true + rng.normal(scale=np.sqrt(noise), size=true.size)
+    test = true + rng.normal(scale=np.sqrt(noise * 5000 / 10000), size=true.size)
+    est_val, est_test = ceiling(kendall_tau(val, test), 5000, 10000)
+    assert abs(est_val - kendall_tau(true, val)) < 0.03
+    assert abs(est_test - kendall_tau(true, test)) < 0.03
+    assert est_test > est_val  # the larger split is the less noisy one
+    assert ceiling(1.0, 5000, 10000) == pytest.approx((1.0, 1.0))

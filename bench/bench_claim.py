@@ -203,6 +203,7 @@ def main() -> None:
                 s = score(subnet, found.config.resolution, sl, target, work, f"{label}-{target.name}-{kib:g}")
                 emit({"method": label, "kind": "searched", "board": target.name, "budget_kib": kib, "fits": True,
                       "subnet": found.config.to_string(), "predicted_val_top1": found.predicted_top1, **s})
+    write_atomically(Path(args.out + ".json"), json.dumps(kept + rows, indent=2) + "\n")  # also when only merging
     write_table(kept + rows, args.out)
 
 
@@ -219,6 +220,8 @@ def write_table(rows, out: str) -> None:
             continue
         budget = f"{r['budget_kib']:g}" if r["budget_kib"] is not None else "—"
         what = f"`{r['subnet']}`" if r.get("subnet") else r["method"]
+        if r.get("fits_flash") is False:
+            what += " (over the board's flash)"
         lines.append(f"| {r['board']} | {r['method']} | {budget} | {what} | {r['float_top1'] * 100:.2f}% | {r['int8_top1'] * 100:.2f}% | "
                      f"{r['arena_bytes']:,} | {r['model_bytes']:,} | {r['macs'] / 1e6:.2f} |")
     write_atomically(Path(out + ".md"), "\n".join(lines) + "\n")
@@ -234,7 +237,8 @@ def write_table(rows, out: str) -> None:
         for method in sorted({r["method"] for r in mine}):
             pts = sorted((r["arena_bytes"] / 1024, r["int8_top1"] * 100) for r in mine if r["method"] == method)
             style = "o-" if any(r["kind"] == "searched" for r in mine if r["method"] == method) else "s"
-            ax.plot(*zip(*pts), style, label=method)
+            over = any(r.get("fits_flash") is False for r in mine if r["method"] == method)
+            ax.plot(*zip(*pts), style, label=method + (" (over flash)" if over else ""), mfc="none" if over else None)
         ax.set_title(board)
         exact = all(r.get("arena_exact") for r in mine)
         ax.set_xlabel("arena (KiB, " + ("exact for the board's TFLM build)" if exact else "estimated: not every figure is exact)"))

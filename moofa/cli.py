@@ -214,7 +214,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--int8", action="store_true",
                    help="also export the subnet to full-int8 TFLite (calibrated as moofa-deploy does), report its top-1 "
                         "(LiteRT) and the ops where it loses the most precision against the float model (SQNR per op on "
-                        "validation images; --json lists every op)")
+                        "validation images, and how many of the 255 int8 steps its narrowest channel spans: "
+                        "activations share one scale per tensor; --json lists every op)")
     p.add_argument("--json", action="store_true")
 
 
@@ -449,10 +450,12 @@ def _int8_report(q: dict, split: str, worst: int = 5) -> str:
              f"{q['calibration_images']} training images)",
              f"int8 vs float on {q['images']} validation images: SQNR {db(q['input_sqnr_db'])} at the input, "
              f"{db(q['output_sqnr_db'])} at the logits; the ops that lose the most:",
-             f"  {'op':>4}  {'kind':<18} {'output':<14} {'SQNR':>9} {'drop':>8}"]
+             f"  {'op':>4}  {'kind':<18} {'output':<14} {'SQNR':>9} {'drop':>8}  narrowest channel"]
     for e in ranked:
         shape = "x".join(str(d) for d in e["shape"][1:]) or "1"
-        lines.append(f"  {e['index']:>4}  {e['kind']:<18} {shape:<14} {db(e['sqnr_db']):>9} {db(e['drop_db']):>8}")
+        steps = e.get("narrowest_steps")
+        narrow = "-" if steps is None else f"{steps:.0f} of 255 steps"
+        lines.append(f"  {e['index']:>4}  {e['kind']:<18} {shape:<14} {db(e['sqnr_db']):>9} {db(e['drop_db']):>8}  {narrow}")
     return "\n".join(lines)
 
 

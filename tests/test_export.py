@@ -210,6 +210,11 @@ def test_int8_errors_cover_every_op_and_agree_with_the_export(exported):
     assert 30 < errors.input_sqnr_db < 60 and all(20 < e.sqnr_db < 60 for e in errors.ops), [round(e.sqnr_db, 1) for e in errors.ops]
     worst = errors.worst(3)
     assert len(worst) == 3 and worst[0].drop_db >= worst[1].drop_db >= worst[2].drop_db
+    # No channel of a calibrated output spans more than the 255 steps of int8, and the logits' narrowest
+    # class spans what its own float range over these images says (checked from the float side).
+    assert all(0 < e.narrowest_steps <= 255.5 for e in errors.ops), [e.narrowest_steps for e in errors.ops]
+    spans = want.max(axis=0) - want.min(axis=0)
+    assert errors.ops[-1].narrowest_steps == pytest.approx(spans.min() / errors.ops[-1].scale, rel=0.02)
 
 
 def test_int8_errors_point_at_the_layer_that_loses_precision(exported):
@@ -236,3 +241,5 @@ def test_int8_errors_point_at_the_layer_that_loses_precision(exported):
     assert b.ops[first].kind == "CONV_2D" and b.ops[first].shape == (1, 8, 8, 72)
     assert all(x.sqnr_db == y.sqnr_db for x, y in zip(a.ops[:first], b.ops[:first]))
     assert b.output_sqnr_db < a.output_sqnr_db - 10, (a.output_sqnr_db, b.output_sqnr_db)
+    # ... and that op says why: its other channels now span a few int8 steps, not tens.
+    assert b.ops[first].narrowest_steps < 5 < a.ops[first].narrowest_steps, (a.ops[first].narrowest_steps, b.ops[first].narrowest_steps)

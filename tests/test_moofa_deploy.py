@@ -128,6 +128,9 @@ def test_eval_int8_scores_the_export_and_names_its_worst_ops(tiny_supernet, caps
     assert text[2].startswith(f"int8 test top-1 {q['top1'] * 100:.2f}%")
     ranked = sorted(q["ops"], key=lambda e: (-e["drop_db"], e["index"]))[:5]
     assert [int(line.split()[0]) for line in text[-5:]] == [e["index"] for e in ranked]
+    for line, e in zip(text[-5:], ranked):  # each row ends with its narrowest channel's int8 steps
+        steps = e["narrowest_steps"]
+        assert line.endswith("-" if steps is None else f"{steps:.0f} of 255 steps"), line
 
 
 def test_sweep_writes_a_table_and_plot_and_reports_unreachable_budgets(tiny_supernet, tmp_path):

@@ -13,6 +13,13 @@ with the error of its own int8 rounding) minus the SQNR of its output. The op wi
 drop is where to look first. For scale: rounding a signal that fills the int8 range uniformly
 costs about 6 dB per bit, i.e. about 48 dB (the standard uniform-quantizer result).
 
+An op's output has one int8 scale for all its channels (per-tensor activations), so a channel
+whose values span a small part of the tensor's range keeps only a few int8 steps.
+``narrowest_steps`` says how few: the smallest, over the output's channels (its last axis), of
+that channel's float range on these images divided by the scale. A channel that never changes
+(range 0: it carries no information) does not count. A few steps in a narrow layer is where
+precision goes even when the tensor's SQNR, dominated by its widest channels, looks fine.
+
 The float model runs LiteRT's float kernels and the int8 one its built-in int8 kernels (not
 TFLM's; they can differ by a quantization step or two), with every intermediate tensor kept.
 """
@@ -36,10 +43,12 @@ class OpError:
     scale: float  # the output's int8 quantization scale
     sqnr_db: float  # of the output (inf where the int8 output equals the float one)
     drop_db: float  # lowest SQNR among the activation inputs minus sqnr_db
+    narrowest_steps: float  # int8 steps the narrowest varying channel spans (nan: none varies)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["shape"] = list(self.shape)
+        d["narrowest_steps"] = _rounded(self.narrowest_steps)
         for k in ("sqnr_db", "drop_db"):
             d[k] = None if math.isinf(d[k]) or math.isnan(d[k]) else round(d[k], 2)
         return d
@@ -80,6 +89,14 @@ def _sqnr(signal: float, noise: float) -> float:
     return 10.0 * math.log10(signal / noise)
 
 
+def _narrowest_steps(low, high, scale) -> float:
+    """Int8 steps of the narrowest channel whose float values vary (see the module docstring)."""
+    if low is None or not scale:
+        return math.nan
+    spans = (high - low)[high > low]
+    return float(spans.min() / scale) if spans.size else math.nan
+
+
 def _interpreter(data: bytes):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -115,6 +132,8 @@ def int8_errors(module, calibration_nchw: np.ndarray, images_nchw: np.ndarray) -
     outs = [(q.outputs[0], f.outputs[0]) for q, f in zip(qg.ops, fg.ops)]
     signal = np.zeros(len(outs) + 1)
     noise = np.zeros(len(outs) + 1)
+    lows: list = [None] * len(outs)  # per output: each channel's float minimum and maximum so far
+    highs: list = [None] * len(outs)
     for image in images_nchw:
         x = image.transpose(1, 2, 0)[None]
         xq = np.clip(np.round(x / in_scale) + in_zero, -128, 127).astype(np.int8)
@@ -130,6 +149,10 @@ def int8_errors(module, calibration_nchw: np.ndarray, images_nchw: np.ndarray) -
             q = (qi.get_tensor(qt).astype(np.float64) - (t.zero_point or 0)) * (t.scale or 1.0)
             signal[k] += float(np.sum(f * f))
             noise[k] += float(np.sum(np.square(q - f)))
+            per_channel = f.reshape(-1, f.shape[-1]) if f.ndim else f.reshape(1, 1)
+            lo, hi = per_channel.min(axis=0), per_channel.max(axis=0)
+            lows[k - 1] = lo if lows[k - 1] is None else np.minimum(lows[k - 1], lo)
+            highs[k - 1] = hi if highs[k - 1] is None else np.maximum(highs[k - 1], hi)
 
     sqnr = [_sqnr(s, n) for s, n in zip(signal, noise)]
     produced = {q.outputs[0]: k for k, q in enumerate(qg.ops, start=1)}  # tensor -> its SQNR slot
@@ -140,5 +163,6 @@ def int8_errors(module, calibration_nchw: np.ndarray, images_nchw: np.ndarray) -
         before = min(inputs) if inputs else math.inf
         drop = before - sqnr[k] if not (math.isinf(before) and math.isinf(sqnr[k])) else 0.0
         out = qg.tensors[op.outputs[0]]
-        ops.append(OpError(k - 1, op.kind, out.name, tuple(out.shape), float(out.scale or 0.0), sqnr[k], drop))
+        ops.append(OpError(k - 1, op.kind, out.name, tuple(out.shape), float(out.scale or 0.0), sqnr[k], drop,
+                           _narrowest_steps(lows[k - 1], highs[k - 1], out.scale)))
     return Int8Errors(sqnr[0], ops, len(images_nchw))

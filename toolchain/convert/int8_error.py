@@ -48,9 +48,8 @@ class OpError:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["shape"] = list(self.shape)
-        d["narrowest_steps"] = _rounded(self.narrowest_steps)
-        for k in ("sqnr_db", "drop_db"):
-            d[k] = None if math.isinf(d[k]) or math.isnan(d[k]) else round(d[k], 2)
+        for k in ("sqnr_db", "drop_db", "narrowest_steps"):
+            d[k] = _rounded(d[k])
         return d
 
 
@@ -91,7 +90,7 @@ def _sqnr(signal: float, noise: float) -> float:
 
 def _narrowest_steps(low, high, scale) -> float:
     """Int8 steps of the narrowest channel whose float values vary (see the module docstring)."""
-    if low is None or not scale:
+    if not scale:
         return math.nan
     spans = (high - low)[high > low]
     return float(spans.min() / scale) if spans.size else math.nan
@@ -132,8 +131,9 @@ def int8_errors(module, calibration_nchw: np.ndarray, images_nchw: np.ndarray) -
     outs = [(q.outputs[0], f.outputs[0]) for q, f in zip(qg.ops, fg.ops)]
     signal = np.zeros(len(outs) + 1)
     noise = np.zeros(len(outs) + 1)
-    lows: list = [None] * len(outs)  # per output: each channel's float minimum and maximum so far
-    highs: list = [None] * len(outs)
+    channels = [(qg.tensors[qt].shape or (1,))[-1] for qt, _ in outs]
+    lows = [np.full(c, np.inf) for c in channels]  # per output: each channel's float minimum and maximum so far
+    highs = [np.full(c, -np.inf) for c in channels]
     for image in images_nchw:
         x = image.transpose(1, 2, 0)[None]
         xq = np.clip(np.round(x / in_scale) + in_zero, -128, 127).astype(np.int8)
@@ -150,9 +150,8 @@ def int8_errors(module, calibration_nchw: np.ndarray, images_nchw: np.ndarray) -
             signal[k] += float(np.sum(f * f))
             noise[k] += float(np.sum(np.square(q - f)))
             per_channel = f.reshape(-1, f.shape[-1]) if f.ndim else f.reshape(1, 1)
-            lo, hi = per_channel.min(axis=0), per_channel.max(axis=0)
-            lows[k - 1] = lo if lows[k - 1] is None else np.minimum(lows[k - 1], lo)
-            highs[k - 1] = hi if highs[k - 1] is None else np.maximum(highs[k - 1], hi)
+            np.minimum(lows[k - 1], per_channel.min(axis=0), out=lows[k - 1])
+            np.maximum(highs[k - 1], per_channel.max(axis=0), out=highs[k - 1])
 
     sqnr = [_sqnr(s, n) for s, n in zip(signal, noise)]
     produced = {q.outputs[0]: k for k, q in enumerate(qg.ops, start=1)}  # tensor -> its SQNR slot

@@ -195,8 +195,10 @@ def main() -> None:
                 try:
                     found = evolution_search(setup.space, setup.predictor, Pricer(setup.net.layout, target),
                                              Constraints(int(kib * 1024), flash), generations=args.generations, seed=0)
-                except UnreachableBudget:
-                    emit({"method": label, "kind": "searched", "board": target.name, "budget_kib": kib, "fits": False})
+                except UnreachableBudget as e:
+                    emit({"method": label, "kind": "searched", "board": target.name, "budget_kib": kib, "fits": False,
+                          "smallest_arena_bytes": e.smallest["arena_bytes"], "smallest_flash_bytes": e.smallest["flash_bytes"],
+                          "flash_budget_bytes": flash})
                     continue
                 _, _, subnet = evaluate_subnet(setup.net, found.config, sl, torch.device("cpu"), split="val",
                                                bn_images=setup.meta["preset"]["bn_recal_images"])
@@ -205,6 +207,17 @@ def main() -> None:
                       "subnet": found.config.to_string(), "predicted_val_top1": found.predicted_top1, **s})
     write_atomically(Path(args.out + ".json"), json.dumps(kept + rows, indent=2) + "\n")  # also when only merging
     write_table(kept + rows, args.out)
+
+
+def nothing_fits(row: dict) -> str:
+    """The table's text for a budget no subnet fits: what the smallest subnet needs, and which of
+    the board's two limits it is over (rows from runs before 2026-12-06 carry no needs)."""
+    if "smallest_arena_bytes" not in row:
+        return "nothing fits"
+    arena, flash, room = row["smallest_arena_bytes"], row["smallest_flash_bytes"], row["flash_budget_bytes"]
+    over = [what for what, bad in (("arena", arena > row["budget_kib"] * 1024), ("flash", room is not None and flash > room)) if bad]
+    return (f"nothing fits ({' and '.join(over)}): the smallest needs {arena:,} B of arena and about {flash:,} B of flash"
+            + (f" ({room:,} B left for the model)" if room is not None else ""))
 
 
 def write_table(rows, out: str) -> None:
@@ -216,7 +229,7 @@ def write_table(rows, out: str) -> None:
              "|---|---|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         if r.get("fits") is False:
-            lines.append(f"| {r['board']} | {r['method']} | {r['budget_kib']:g} | nothing fits | | | | | |")
+            lines.append(f"| {r['board']} | {r['method']} | {r['budget_kib']:g} | {nothing_fits(r)} | | | | | |")
             continue
         budget = f"{r['budget_kib']:g}" if r["budget_kib"] is not None else "—"
         what = f"`{r['subnet']}`" if r.get("subnet") else r["method"]
@@ -239,6 +252,8 @@ def write_table(rows, out: str) -> None:
             style = "o-" if any(r["kind"] == "searched" for r in mine if r["method"] == method) else "s"
             over = any(r.get("fits_flash") is False for r in mine if r["method"] == method)
             ax.plot(*zip(*pts), style, label=method + (" (over flash)" if over else ""), mfc="none" if over else None)
+        for method in sorted({r["method"] for r in rows if r["board"] == board} - {r["method"] for r in mine}):
+            ax.plot([], [], "x", color="grey", label=f"{method}: nothing fits")  # a method with no point on this board still says so
         ax.set_title(board)
         exact = all(r.get("arena_exact") for r in mine)
         ax.set_xlabel("arena (KiB, " + ("exact for the board's TFLM build)" if exact else "estimated: not every figure is exact)"))

@@ -52,3 +52,13 @@ def test_perfect_predictor_ceiling_matches_a_simulation(noise):
     assert abs(est_test - kendall_tau(true, test)) < 0.03
     assert est_test > est_val  # the larger split is the less noisy one
     assert ceiling(1.0, 5000, 10000) == pytest.approx((1.0, 1.0))
+
+
+def test_nothing_fits_says_what_the_smallest_needs_and_which_limit_it_is_over():
+    text = _bench().nothing_fits
+    over_flash = {"budget_kib": 192, "smallest_arena_bytes": 104_044, "smallest_flash_bytes": 2_427_432, "flash_budget_bytes": 917_504}
+    assert text(over_flash) == ("nothing fits (flash): the smallest needs 104,044 B of arena and about 2,427,432 B of flash "
+                                "(917,504 B left for the model)")
+    assert text({**over_flash, "budget_kib": 64}).startswith("nothing fits (arena and flash):")
+    assert text({**over_flash, "budget_kib": 64, "flash_budget_bytes": 8_000_000}).startswith("nothing fits (arena):")
+    assert text({"budget_kib": 56}) == "nothing fits"  # a row from before the needs were recorded

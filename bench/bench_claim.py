@@ -216,7 +216,8 @@ def nothing_fits(row: dict) -> str:
         return "nothing fits"
     arena, flash, room = row["smallest_arena_bytes"], row["smallest_flash_bytes"], row["flash_budget_bytes"]
     over = [what for what, bad in (("arena", arena > row["budget_kib"] * 1024), ("flash", room is not None and flash > room)) if bad]
-    return (f"nothing fits ({' and '.join(over)}): the smallest needs {arena:,} B of arena and about {flash:,} B of flash"
+    why = f" ({' and '.join(over)})" if over else ""
+    return (f"nothing fits{why}: the smallest needs {arena:,} B of arena and about {flash:,} B of flash"
             + (f" ({room:,} B left for the model)" if room is not None else ""))
 
 

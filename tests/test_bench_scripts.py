@@ -62,3 +62,4 @@ def test_nothing_fits_says_what_the_smallest_needs_and_which_limit_it_is_over():
     assert text({**over_flash, "budget_kib": 64}).startswith("nothing fits (arena and flash):")
     assert text({**over_flash, "budget_kib": 64, "flash_budget_bytes": 8_000_000}).startswith("nothing fits (arena):")
     assert text({"budget_kib": 56}) == "nothing fits"  # a row from before the needs were recorded
+    assert text({**over_flash, "budget_kib": 512, "flash_budget_bytes": 8_000_000}).startswith("nothing fits: the smallest")  # neither limit

@@ -215,10 +215,9 @@ def nothing_fits(row: dict) -> str:
     if "smallest_arena_bytes" not in row:
         return "nothing fits"
     arena, flash, room = row["smallest_arena_bytes"], row["smallest_flash_bytes"], row["flash_budget_bytes"]
-    over = [what for what, bad in (("arena", arena > row["budget_kib"] * 1024), ("flash", room is not None and flash > room)) if bad]
+    over = [what for what, bad in (("arena", arena > row["budget_kib"] * 1024), ("flash", flash > room)) if bad]
     why = f" ({' and '.join(over)})" if over else ""
-    return (f"nothing fits{why}: the smallest needs {arena:,} B of arena and about {flash:,} B of flash"
-            + (f" ({room:,} B left for the model)" if room is not None else ""))
+    return f"nothing fits{why}: the smallest needs {arena:,} B of arena and about {flash:,} B of flash ({room:,} B left for the model)"
 
 
 def write_table(rows, out: str) -> None:

@@ -171,3 +171,38 @@ def test_training_mode_updates_only_the_active_batch_norm_slice():
     net(torch.randn(4, 3, 32, 32)).sum().backward()
     assert not torch.equal(bn.running_mean[:active], before[:active])
     assert torch.equal(bn.running_mean[active:], before[active:])
+
+
+@pytest.mark.parametrize("act", ["h_swish", "relu"])
+def test_a_fake_quantized_stem_rounds_to_256_levels_only_in_training(act):
+    from moofa.nn.supernet import Stem
+
+    torch.manual_seed(0)
+    plain, quant = Stem(1, 6, 2, act), Stem(1, 6, 2, act, fake_quant=True)
+    quant.load_state_dict(plain.state_dict())
+    assert set(quant.state_dict()) == set(plain.state_dict())  # no new keys: checkpoints load either way
+    x = torch.randn(8, 1, 16, 16, requires_grad=True)
+    plain.eval(), quant.eval()
+    assert torch.equal(plain(x), quant(x))  # evaluation and export never quantize
+    plain.train(), quant.train()
+    exact, rounded = plain(x), quant(x)
+    assert not torch.equal(exact, rounded)
+    levels = torch.unique(rounded.detach())
+    gaps = levels[1:] - levels[:-1]
+    step = gaps.min()
+    assert len(levels) <= 256 and torch.allclose(gaps / step, (gaps / step).round(), atol=1e-3)  # one grid
+    rounded.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0  # straight-through: gradients flow
+    assert quant.conv.conv.weight.grad.abs().sum() > 0
+
+
+def test_fake_quantize_is_tflites_per_tensor_int8_grid():
+    from moofa.nn.supernet import fake_quantize
+
+    torch.manual_seed(0)
+    x = torch.cat([torch.rand(1000) * 5 + 0.5, torch.zeros(3)])  # all positive but the zeros
+    q = fake_quantize(x)
+    step = 5.5 / 255  # the range widened to hold 0: [0, max]
+    assert (q - x).abs().max() <= step / 2 + 1e-6
+    assert torch.equal(q[-3:], torch.zeros(3))  # 0 is a level exactly, as the zero point makes it
+    assert len(torch.unique(q)) <= 256

@@ -245,3 +245,14 @@ def test_subnets_are_scored_from_images_held_in_memory(tiny):
     # The same images as the loader's, so the same score in eval mode.
     assert (acc, n) == top1(subnet, loaders.eval_loader("val", 16), torch.device("cpu"))
     assert n == 32
+
+
+def test_fmnist_paper_qstem_is_fmnist_paper_with_the_stem_fake_quantized(tmp_path):
+    import dataclasses
+
+    qstem, paper = load_preset("fmnist-paper-qstem"), load_preset("fmnist-paper")
+    assert qstem.stem_fake_quant and not paper.stem_fake_quant
+    assert dataclasses.replace(qstem, name=paper.name, stem_fake_quant=False) == paper
+    (tmp_path / "q.toml").write_text('base = "fmnist-paper"\nname = "q"\nstem_fake_quant = 1\n')
+    with pytest.raises(InputError, match="stem_fake_quant = 1 must be true or false"):
+        load_preset(str(tmp_path / "q.toml"))

@@ -179,15 +179,38 @@ class MBBlock(nn.Module):
         return self.add(x, h) if self.add is not None else h
 
 
+def fake_quantize(x: torch.Tensor) -> torch.Tensor:
+    """``x`` rounded to the int8 grid the exporter gives an activation tensor: one asymmetric
+    scale for the whole tensor, from its own min and max (widened to hold 0, as TFLite's range
+    is); gradients pass straight through (the straight-through estimator)."""
+    lo = torch.clamp(x.detach().min(), max=0.0)
+    hi = torch.clamp(x.detach().max(), min=0.0)
+    scale = float(torch.clamp((hi - lo) / 255.0, min=1e-8))
+    zero_point = int(torch.clamp(torch.round(-128 - lo / scale), -128, 127))
+    return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, -128, 127)
+
+
 class Stem(nn.Module):
-    def __init__(self, in_channels: int, width: int, stride: int, act: str):
+    """The first convolution and its activation. ``fake_quant``: in training mode, both outputs
+    pass through :func:`fake_quantize`, so training sees the rounding the int8 model's per-tensor
+    stem scales bring (a narrow stem whose channels drift to unequal ranges loses most there;
+    docs/BENCHMARKS.md). Evaluation and export never quantize here."""
+
+    def __init__(self, in_channels: int, width: int, stride: int, act: str, fake_quant: bool = False):
         super().__init__()
         self.conv = Conv(in_channels, width, FIRST_CONV_KERNEL, stride, fused=_fused(act))
         self.act = _act_module(act)
+        self.fake_quant = fake_quant
 
     def forward(self, x):
+        quantize = self.fake_quant and self.training
         x = self.conv(x)
-        return self.act(x) if self.act is not None else x
+        if quantize:
+            x = fake_quantize(x)
+        if self.act is None:
+            return x
+        x = self.act(x)
+        return fake_quantize(x) if quantize else x
 
 
 class Head(nn.Module):
@@ -360,12 +383,12 @@ class Supernet(nn.Module):
     as a static :class:`Subnet` whose eval-mode outputs equal the supernet's.
     """
 
-    def __init__(self, layout: Layout, dropout: float = 0.1):
+    def __init__(self, layout: Layout, dropout: float = 0.1, stem_fake_quant: bool = False):
         super().__init__()
         self.layout = layout
         self.space = SearchSpace(layout)
         lay = layout
-        self.stem = Stem(lay.in_channels, lay.first_conv_width, lay.first_conv_stride, lay.first_conv_act)
+        self.stem = Stem(lay.in_channels, lay.first_conv_width, lay.first_conv_stride, lay.first_conv_act, fake_quant=stem_fake_quant)
         first = make_block("first_block", lay.first_conv_width, lay.first_block_width, 1, FIRST_BLOCK_KERNEL, lay.first_block_stride, lay.first_block_act, lay.first_block_se, (1, 1), first_block=True)
         self.first_block = MBBlock(first)
         stages, channels = [], lay.first_block_width

@@ -92,6 +92,8 @@ class Preset:
     # The memory definition the moofa layout is solved under ("paper" elements or the "sram"
     # int8 arena); None: the layout's default (moofa.arch.catalog.get_layout).
     memory: str | None = None
+    # Train with the stem's outputs rounded as the int8 model rounds them (moofa.nn.supernet.Stem).
+    stem_fake_quant: bool = False
     phases: tuple[Phase, ...] = field(default_factory=tuple)
 
 
@@ -171,6 +173,8 @@ def check_preset(preset: Preset, where) -> None:
     """Every numeric key of the preset and its phases within its range (finite), in one line each."""
     for key, (lo, hi, lo_open) in _PRESET_RANGES.items():
         _check_range(str(where), key, getattr(preset, key), lo, hi, lo_open)
+    if not isinstance(preset.stem_fake_quant, bool):
+        raise InputError(f"{where}: stem_fake_quant = {preset.stem_fake_quant!r} must be true or false")
     if preset.memory is not None and preset.memory not in ("paper", "sram"):
         raise InputError(f"{where}: memory = {preset.memory!r}: expected \"paper\" or \"sram\"")
     if not preset.resolutions or any(isinstance(r, bool) or not isinstance(r, int) or not 8 <= r <= 1024 for r in preset.resolutions):
@@ -426,7 +430,7 @@ def train(
         "resolutions": list(preset.resolutions), "phase": 0, "epoch": 0, "step": 0, "global_step": 0,
         "val_indices_digest": hashlib.sha256(loaders.val_indices.tobytes()).hexdigest()[:16], "history": [],
     }
-    model = Supernet(layout, dropout=preset.dropout).to(device, memory_format=torch.channels_last)
+    model = Supernet(layout, dropout=preset.dropout, stem_fake_quant=preset.stem_fake_quant).to(device, memory_format=torch.channels_last)
     teacher = None
     state = None
     start = None  # (state, metadata) of the checkpoint this run continues: its own, or a teacher run's
@@ -447,7 +451,7 @@ def train(
         if stored_layout(saved) != layout:  # the solver changed since: go on with the layout the run started with
             layout = stored_layout(saved)
             meta["layout"] = saved["layout"]
-            model = Supernet(layout, dropout=preset.dropout).to(device, memory_format=torch.channels_last)
+            model = Supernet(layout, dropout=preset.dropout, stem_fake_quant=preset.stem_fake_quant).to(device, memory_format=torch.channels_last)
         model.load_state_dict(start_state["model"])
         torch.set_rng_state(start_state["rng_torch"])  # a teacher run's too: as if this run had trained it
         meta.update({k: saved[k] for k in ("phase", "epoch", "step", "global_step", "history")})

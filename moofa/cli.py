@@ -512,7 +512,11 @@ class Terminated(KeyboardInterrupt):
     staging folders removed, a training checkpoint written) before the process exits 143."""
 
 
+_terminated: list[int] = []  # set once SIGTERM arrives: an exception raised in its wake is its doing
+
+
 def _on_sigterm(signum, frame):
+    _terminated.append(signum)
     raise Terminated()
 
 
@@ -525,6 +529,7 @@ def run(argv: list[str] | None, parser: argparse.ArgumentParser, commands: dict)
 
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
+    _terminated.clear()
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return commands[getattr(args, "command", None)](args)
@@ -542,6 +547,11 @@ def run(argv: list[str] | None, parser: argparse.ArgumentParser, commands: dict)
     except Exception as e:  # noqa: BLE001 -- a bug: its own exit code, never 1 ("does not fit")
         if debug:
             traceback.print_exc()
+        if _terminated:  # Terminated, raised inside an extension's import or a C callback, came out as
+            # another exception (CPython: "ImportError: initialization failed"); the unwinding ran the same
+            # finally blocks, so this is the SIGTERM exit, not a bug
+            print(f"{parser.prog}: terminated; nothing half-written was left", file=sys.stderr)
+            return EXIT_SIGTERM
         detail = " ".join(str(e).split())[:200]
         print(f"{parser.prog}: internal error ({type(e).__name__}: {detail}); rerun with --debug for the traceback "
               "and report it", file=sys.stderr)

@@ -227,6 +227,29 @@ def test_sigterm_of_a_deploy_leaves_no_process_and_no_partial_out(corpus, tmp_pa
     assert not alive, alive
 
 
+def test_sigterm_that_an_import_turns_into_another_exception_still_exits_143(capsys):
+    """SIGTERM landing inside an extension module's import comes out of it as "ImportError:
+    initialization failed", not as Terminated: still the SIGTERM exit, not an internal error."""
+    import argparse
+
+    from moofa import cli as moofa_cli
+
+    def command(args):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here and raises Terminated
+            time.sleep(5)
+        except moofa_cli.Terminated:
+            raise ImportError("initialization failed") from None
+        raise AssertionError("no SIGTERM")
+
+    parser = argparse.ArgumentParser(prog="moofa-deploy")
+    assert moofa_cli.run([], parser, {None: command}) == moofa_cli.EXIT_SIGTERM
+    assert capsys.readouterr().err == "moofa-deploy: terminated; nothing half-written was left\n"
+    # the next run in the same process starts clean: a real bug is an internal error again
+    assert moofa_cli.run([], parser, {None: lambda args: 1 / 0}) == moofa_cli.EXIT_INTERNAL
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
 def test_two_deploys_into_one_folder_cannot_interleave(corpus, tmp_path):
     out = tmp_path / "out"
     first = subprocess.Popen(_deploy_cmd(corpus["ds_cnn_kws"], out), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -548,7 +548,7 @@ def run(argv: list[str] | None, parser: argparse.ArgumentParser, commands: dict)
         if debug:
             traceback.print_exc()
         if _terminated:  # Terminated, raised inside an extension's import or a C callback, came out as
-            # another exception (CPython: "ImportError: initialization failed"); the unwinding ran the same
+            # another exception (a pybind11 module: "ImportError: initialization failed"); the unwinding ran the same
             # finally blocks, so this is the SIGTERM exit, not a bug
             print(f"{parser.prog}: terminated; nothing half-written was left", file=sys.stderr)
             return EXIT_SIGTERM

@@ -527,6 +527,10 @@ def run(argv: list[str] | None, parser: argparse.ArgumentParser, commands: dict)
 
     from toolchain.errors import InputError
 
+    def stopped(by_sigterm: bool) -> int:
+        print(f"{parser.prog}: {'terminated' if by_sigterm else 'interrupted'}; nothing half-written was left", file=sys.stderr)
+        return EXIT_SIGTERM if by_sigterm else EXIT_SIGINT
+
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
     _terminated.clear()
@@ -539,9 +543,7 @@ def run(argv: list[str] | None, parser: argparse.ArgumentParser, commands: dict)
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as e:
-        print(f"{parser.prog}: {'terminated' if isinstance(e, Terminated) else 'interrupted'}; nothing half-written was left",
-              file=sys.stderr)
-        return EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT
+        return stopped(isinstance(e, Terminated))
     except BrokenPipeError:
         return EXIT_OK
     except Exception as e:  # noqa: BLE001 -- a bug: its own exit code, never 1 ("does not fit")
@@ -550,8 +552,7 @@ def run(argv: list[str] | None, parser: argparse.ArgumentParser, commands: dict)
         if _terminated:  # Terminated, raised inside an extension's import or a C callback, came out as
             # another exception (a pybind11 module: "ImportError: initialization failed"); the unwinding ran the same
             # finally blocks, so this is the SIGTERM exit, not a bug
-            print(f"{parser.prog}: terminated; nothing half-written was left", file=sys.stderr)
-            return EXIT_SIGTERM
+            return stopped(True)
         detail = " ".join(str(e).split())[:200]
         print(f"{parser.prog}: internal error ({type(e).__name__}: {detail}); rerun with --debug for the traceback "
               "and report it", file=sys.stderr)

@@ -196,6 +196,8 @@ def _add_train(sub) -> None:
     p.add_argument("--teacher-from", metavar="RUN", help="start after the teacher phase with RUN's teacher (a run folder that stopped "
                    "right after the same teacher phase: same layout, seed, data and preset keys); the result is what training it here gives")
     p.add_argument("--max-steps", type=POSITIVE_INT, help="stop after this many optimizer steps (smoke tests)")
+    p.add_argument("--threads", type=POSITIVE_INT, help="torch threads per process on a CPU run (default: the cores per process less "
+                   "one, at least one; on a machine left to the run, all of them is faster). Changes speed only: --resume may change it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
 
@@ -419,7 +421,8 @@ def _cmd_train(args) -> int:
         if args.resume:
             raise InputError("--teacher-from starts a run; --resume continues one that already has its teacher: pass one of them")
     path = train(preset, args.layout, out, data_root=args.data, resume=args.resume, seed=args.seed,
-                 max_steps=args.max_steps, progress=not args.no_progress, teacher_from=teacher_from)
+                 max_steps=args.max_steps, progress=not args.no_progress, teacher_from=teacher_from,
+                 threads=args.threads)
     print(f"[moofa train] wrote {path}")
     return EXIT_OK
 

@@ -47,6 +47,32 @@ def test_resume_continues_where_the_run_stopped(tiny, tmp_path, max_steps, phase
         assert torch.allclose(a["model"][name].float(), b["model"][name].float(), atol=1e-5), name
 
 
+def test_threads_set_the_torch_threads_and_a_resume_may_change_them(tiny, tmp_path):
+    """--threads is speed only: a run stopped at one thread and resumed at two ends at the weights of
+    a run that never stopped, up to float noise (the reductions' order changes)."""
+    root, preset_path = tiny
+    preset = load_preset(str(preset_path))
+    before = torch.get_num_threads()
+    try:
+        train(preset, "moofa", tmp_path, data_root=str(root), max_steps=4, progress=False, threads=1)
+        assert torch.get_num_threads() == 1
+        final = train(preset, "moofa", tmp_path, data_root=str(root), resume=True, max_steps=4, progress=False, threads=2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    straight = train(preset, "moofa", tmp_path / "straight", data_root=str(root), max_steps=8, progress=False, threads=1)
+    (a, meta), (b, _) = load_checkpoint(final), load_checkpoint(straight)
+    assert meta["global_step"] == 8
+    for name in b["model"]:
+        assert torch.allclose(a["model"][name].float(), b["model"][name].float(), rtol=1e-3, atol=1e-4), name
+
+
+def test_threads_flag_refuses_zero_before_training(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "moofa", "train", "--threads", "0", "--out", str(tmp_path / "run")],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 2 and "--threads" in r.stderr and not (tmp_path / "run").exists()
+
+
 def test_teacher_from_a_teacher_only_run_equals_training_the_teacher_here(tiny, tmp_path):
     root, preset_path = tiny
     full_text = preset_path.read_text()

@@ -398,8 +398,12 @@ def train(
     max_steps: int | None = None,
     progress: bool = True,
     teacher_from: Path | None = None,
+    threads: int | None = None,
 ) -> Path:
     """Train ``layout_name`` with ``preset`` into ``out_dir``; returns the final checkpoint path.
+
+    ``threads``: torch threads per process on a CPU run (None: :func:`cpu_threads`). The count
+    changes speed only, not the recipe, so a resumed run may use another.
 
     ``teacher_from`` (a run folder or its checkpoint) starts after the teacher phase with that run's
     trained teacher, when that run was the same recipe up to there (see :func:`_check_teacher_run`).
@@ -413,7 +417,7 @@ def train(
     rank, world, device = _dist_setup()
     torch.manual_seed(seed)  # same initial weights on every rank and every run
     if device.type == "cpu":
-        torch.set_num_threads(cpu_threads(world))
+        torch.set_num_threads(threads or cpu_threads(world))
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, final_path = out_dir / "checkpoint.pt", out_dir / "supernet.pt"
 

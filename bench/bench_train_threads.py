@@ -18,10 +18,9 @@ import random
 import statistics
 import subprocess
 import sys
-import time
 
 import torch
-import torch.nn.functional as F
+from bench_train_step import _step, timed  # this folder: python puts a script's own folder on the path
 
 from moofa.arch.catalog import get_layout
 from moofa.nn.supernet import Supernet
@@ -55,9 +54,7 @@ def main() -> None:
 
     def teacher_step():
         net.set_active(net.space.max_config(res))
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(net(x), y).backward()
-        opt.step()
+        _step(net, x, y, opt)
 
     def last_phase_step():
         rngs = [random.Random(hash((next(counter), k))) for k in range(last.subnets_per_step)]
@@ -70,9 +67,7 @@ def main() -> None:
         for _ in range(args.steps + 1):
             for n in counts:
                 torch.set_num_threads(n)
-                t = time.perf_counter()
-                fn()
-                times[n].append(time.perf_counter() - t)
+                times[n].append(timed(fn))
         return {n: statistics.median(v[1:]) for n, v in times.items()}
 
     print(f"`{args.layout}` layout, preset `{preset.name}` (batch {preset.batch_size}, {res}×{res}), {os.cpu_count()} cores; "

@@ -278,6 +278,8 @@ def _add_predictor(sub) -> None:
                         "fewer images make the predictor's targets noisier)")
     p.add_argument("--data", help="dataset folder (default: the supernet's dataset at its standard place)")
     p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
+    p.add_argument("--threads", type=POSITIVE_INT, help="torch threads per process (default: the cores per process less one, at least "
+                   "one; on a machine left to the build, all of them is faster). Changes speed only, never a measurement")
     p.add_argument("--json", action="store_true")
 
 
@@ -465,7 +467,8 @@ def _int8_report(q: dict, split: str, worst: int = 5) -> str:
 def _cmd_predictor(args) -> int:
     from moofa.search.predictor import build_predictor
 
-    report = build_predictor(args.supernet, args.subnets, args.seed, args.val_images, args.data, progress=not args.json)
+    report = build_predictor(args.supernet, args.subnets, args.seed, args.val_images, args.data, progress=not args.json,
+                             threads=args.threads)
     if report:
         print(json.dumps(report, indent=2) if args.json else
               f"predictor {report['predictor']}: RMSE {report['rmse']:.4f}, Kendall tau {report['kendall_tau']:.3f} "

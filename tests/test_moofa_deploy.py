@@ -54,6 +54,40 @@ def test_predictor_measurements_resume_after_a_kill(tiny_supernet):
         leftover.unlink()
 
 
+def test_predictor_threads_set_the_torch_threads_and_change_no_measurement(tiny_supernet):
+    """`moofa predictor build --threads N` is speed only: the same subnets measure the same at
+    one thread and at two (to float noise: a batch's sums may be reduced in another order)."""
+    import torch
+
+    from moofa.search.predictor import measure_subnets
+
+    path, root, _ = tiny_supernet
+    before = torch.get_num_threads()
+    try:
+        runs = []
+        for threads in (1, 2):
+            for leftover in path.parent.glob("*.predictor-partial.*.json"):
+                leftover.unlink()
+            _, _, _, accs, _ = measure_subnets(path, 3, seed=9, val_images=32, data=str(root), progress=False, threads=threads)
+            assert torch.get_num_threads() == threads
+            runs.append(accs)
+        assert runs[0] == pytest.approx(runs[1], abs=1 / 32 + 1e-9)  # at most one image of 32 flips on a tie
+    finally:
+        torch.set_num_threads(before)
+        for leftover in path.parent.glob("*.predictor-partial.*.json"):
+            leftover.unlink()
+
+
+def test_predictor_threads_flag_refuses_zero_before_measuring(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "moofa", "predictor", "build", "--threads", "0", "--supernet", str(tmp_path / "none.pt")],
+                       capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 2 and "--threads" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_larger_build_grows_the_dataset(tiny_supernet):
     """`moofa predictor build --subnets 14` after a 12-subnet build measures only the 2 new
     subnets: the dataset's measurements (same supernet, seed, images) are reused by index."""

@@ -221,9 +221,11 @@ def fit_predictor(space, configs, accs, epochs: int = 300, lr: float = 1e-3, see
     return Predictor(space, model), report
 
 
-def measure_subnets(supernet_path: Path, n: int, seed: int = 0, val_images: int | None = None, data: str | None = None, progress: bool = True):
+def measure_subnets(supernet_path: Path, n: int, seed: int = 0, val_images: int | None = None, data: str | None = None, progress: bool = True,
+                    threads: int | None = None):
     """Sample ``n`` subnets and measure each on the validation split (BN recalibrated);
-    ``val_images=None`` scores on the whole split.
+    ``val_images=None`` scores on the whole split. ``threads``: torch threads per process
+    (None: :func:`moofa.train.loop.cpu_threads`); it changes speed only, never a measurement.
 
     Under ``torchrun`` the subnets are split across ranks and gathered on rank 0. Each rank keeps
     its finished measurements in :func:`partial_path_for` (``<supernet>.predictor-partial.<rank>.json``
@@ -248,7 +250,7 @@ def measure_subnets(supernet_path: Path, n: int, seed: int = 0, val_images: int 
         if not dist.is_initialized():
             dist.init_process_group("gloo")
         rank = dist.get_rank()
-    torch.set_num_threads(cpu_threads(world))
+    torch.set_num_threads(threads or cpu_threads(world))
     preset = meta["preset"]
     loaders = make_loaders(meta["dataset"]["name"], data, preset["batch_size"], tuple(meta["resolutions"]), preset["val_size"], meta["seed"])
     rng = random.Random(seed)
@@ -369,7 +371,8 @@ def _dataset_measurements(dataset: Path, key: dict, configs: list) -> dict[int, 
         return {}
 
 
-def build_predictor(supernet_spec: str, n: int = 500, seed: int = 0, val_images: int | None = None, data: str | None = None, progress: bool = True) -> dict:
+def build_predictor(supernet_spec: str, n: int = 500, seed: int = 0, val_images: int | None = None, data: str | None = None, progress: bool = True,
+                    threads: int | None = None) -> dict:
     """``moofa predictor build``: measure ``n`` >= :data:`MIN_SUBNETS` subnets, fit, save the
     dataset and the predictor.
 
@@ -388,7 +391,7 @@ def build_predictor(supernet_spec: str, n: int = 500, seed: int = 0, val_images:
     out = predictor_path_for(path)
     _make_folder(out.parent)
     t0 = time.perf_counter()
-    space, meta, configs, accs, rank = measure_subnets(path, n, seed, val_images, data, progress)
+    space, meta, configs, accs, rank = measure_subnets(path, n, seed, val_images, data, progress, threads)
     measure_s = time.perf_counter() - t0
     if rank != 0:
         return {}
